@@ -1,0 +1,1 @@
+"""The ``nose`` command line (typer); thin: parse, call the library, print."""

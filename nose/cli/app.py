@@ -1,0 +1,18 @@
+"""The ``nose`` console script."""
+
+import typer
+
+from nose.cli.search_cmd import search
+
+app = typer.Typer(help="nose: remove the attention sublayers of decoder LLMs that matter least (NOSE).",
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+app.command()(search)
+
+
+@app.callback()
+def _root() -> None:
+    """Keep subcommand names even while there is one command."""
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,54 @@
+"""Option types shared by commands, and the one-line error handling."""
+
+from __future__ import annotations
+
+import functools
+import os
+from enum import Enum
+from typing import Annotated
+
+import typer
+
+from nose.errors import NoseError
+
+
+class Mode(str, Enum):
+    skip = "skip"
+    double = "double"
+    thesis = "thesis"
+
+
+ModelOpt = Annotated[str, typer.Option(
+    "--model", "-m", help="Preset name (smollm2-135m, qwen2.5-coder-0.5b, qwen2.5-coder-1.5b), "
+    "local folder, .gguf file or Hugging Face hub id.")]
+DtypeOpt = Annotated[str, typer.Option(help="auto (fp32 on CPU, bf16 on GPU), float32, bfloat16, float16.")]
+DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")]
+DeviceMapOpt = Annotated[str | None, typer.Option(
+    "--device-map", help="Pass 'auto' to spread a model larger than one GPU with accelerate.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout (for scripts).")]
+
+
+def parse_layers(text: str | None) -> list[int]:
+    """'3,5, 7' -> [3, 5, 7]; a clear error for anything that is not a comma list of integers."""
+    if not text:
+        return []
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise NoseError(f"layer list {text!r} is not a comma-separated list of integers (e.g. 3,5,7)") from None
+
+
+def user_errors(fn):
+    """Print a NoseError as one line on stderr and exit 2 (traceback only with NOSE_DEBUG=1)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except NoseError as e:
+            if os.environ.get("NOSE_DEBUG"):
+                raise
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper

@@ -1,0 +1,116 @@
+"""``nose search``: the NOSE greedy search on a model and calibration text."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from nose.cli.common import DeviceMapOpt, DeviceOpt, DtypeOpt, JsonOpt, Mode, ModelOpt, parse_layers, user_errors
+from nose.errors import NoseError
+
+
+def _default_out(model: str) -> Path:
+    slug = Path(model.rstrip("/")).name.removesuffix(".gguf").replace("/", "-") or "model"
+    return Path("runs") / f"search-{slug}"
+
+
+@user_errors
+def search(
+    model: ModelOpt = "smollm2-135m",
+    out: Annotated[Path | None, typer.Option(help="Output folder (default: runs/search-<model>).")] = None,
+    steps: Annotated[int, typer.Option(help="Attention sublayers to select (greedy steps).")] = 4,
+    mode: Annotated[Mode, typer.Option(help="Replacement while scoring: skip (h=x), double (h=2x), "
+                                            "thesis (h=x+2·LN1(x)).")] = Mode.skip,
+    target: Annotated[str, typer.Option(help="Entropy features: final (after the last norm), logits, layer:N.")] = "final",
+    protect: Annotated[str | None, typer.Option(help="Layers never removed, e.g. 3,5.")] = None,
+    allow_layer0: Annotated[bool, typer.Option("--allow-layer0", help="Let layer 0's attention be removed "
+                                               "(engines may refuse such a checkpoint).")] = False,
+    calibration: Annotated[str, typer.Option(help="stdlib, a text/.jsonl file, a folder of source code, "
+                                                  "or a G-TransEval clone.")] = "stdlib",
+    text_field: Annotated[str, typer.Option(help="JSONL field holding the text (records with "
+                                                 "'messages' use the chat template).")] = "text",
+    samples: Annotated[int, typer.Option(help="Calibration rows.")] = 16,
+    seq_len: Annotated[int, typer.Option(help="Tokens per calibration row.")] = 128,
+    pack: Annotated[bool, typer.Option("--pack/--no-pack", help="Pack documents into full rows, or one "
+                                       "padded row per document.")] = True,
+    batch_size: Annotated[int, typer.Option(help="Rows per forward; bounds the prefix cache memory.")] = 4,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap replicates for TE intervals (0: none).")] = 200,
+    seed: Annotated[int, typer.Option(help="Seed for calibration order and bootstrap.")] = 0,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the search.json in --out.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing search in --out.")] = False,
+    dtype: DtypeOpt = "auto",
+    device: DeviceOpt = "auto",
+    device_map: DeviceMapOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Rank attention sublayers by transfer entropy and select the ones to remove (NOSE)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from nose.files import check_output_dir
+    from nose.model.loading import load_model
+    from nose.search.calibration import build_calibration
+    from nose.search.greedy import SearchConfig, nose_search
+    from nose.search.record import FILENAME, read_record
+
+    err = Console(stderr=True)
+    out = out or _default_out(model)
+    check_output_dir(out)
+    existing = out / FILENAME
+    if resume and not existing.exists():
+        raise NoseError(f"--resume: no {FILENAME} in {out} to continue")
+    if existing.exists() and not (resume or overwrite):
+        raise NoseError(f"{existing} exists; pass --resume to continue it or --overwrite to start over")
+    previous = read_record(existing) if resume else None
+    config = SearchConfig(steps=steps, mode=mode.value, target=target, protect=parse_layers(protect),
+                          protect_layer0=not allow_layer0, seed=seed, bootstrap=bootstrap, batch_size=batch_size)
+
+    log = (lambda msg: err.print(msg, highlight=False))
+    lm = load_model(model, dtype=dtype, device=device, device_map=device_map, log=log)
+    config.validate(lm.num_layers)
+    calib = build_calibration(lm.tokenizer, calibration, samples=samples, seq_len=seq_len, seed=seed,
+                              pack=pack, text_field=text_field, log=log)
+    log(f"model {model}: {lm.adapter.family}, {lm.num_layers} layers, {lm.dtype} on {lm.device}; "
+        f"calibration {calib.samples} x {calib.seq_len} tokens from {calibration}")
+
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=err, transient=True) as progress:
+            record = nose_search(lm, calib, config, out_dir=out, resume=previous, progress=progress)
+    except BaseException:
+        if created and not (out / FILENAME).exists():
+            shutil.rmtree(out, ignore_errors=True)  # nothing worth keeping: leave no empty folder
+        raise
+
+    from nose.report.search_plots import plot_search
+
+    plots = plot_search(record, out)
+    summary = {"out": str(out), "search_json": str(out / FILENAME), "plots": [str(p) for p in plots],
+               "order": record["order"],
+               "steps": [{"step": s["step"], "layer": s["selected"], "te": s["te"], "ci95": s["ci95"],
+                          "separated": s["separated"], "seconds": s["seconds"]} for s in record["steps"]]}
+    if json_out:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    _print_table(record, Console())
+    Console().print(f"order: {record['order']}\nwrote {out / FILENAME} and {', '.join(p.name for p in plots)}")
+
+
+def _print_table(record: dict, console) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"NOSE search: {record['model']['id']} (mode {record['settings']['mode']}, "
+                        f"target {record['settings']['target']})")
+    for col in ("step", "layer", "TE [nats]", "95% interval", "separated", "seconds"):
+        table.add_column(col, justify="right")
+    for s in record["steps"]:
+        ci = f"[{s['ci95'][0]:+.4f}, {s['ci95'][1]:+.4f}]" if s["ci95"] else "-"
+        sep = "-" if s["separated"] is None else ("yes" if s["separated"] else f"no (p={s['p_win']:.2f})")
+        table.add_row(str(s["step"]), str(s["selected"]), f"{s['te']:+.4f}", ci, sep, f"{s['seconds']:.1f}")
+    console.print(table)

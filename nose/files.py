@@ -1,0 +1,36 @@
+"""Writing result files safely: atomic JSON and output folders checked before any work."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from nose.errors import NoseError
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    """Write via a temp file in the same folder and rename, so readers never see half a file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def check_output_dir(path: Path) -> None:
+    """Fail early, creating nothing, if ``path`` cannot become a writable folder."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise NoseError(f"output folder {path} exists and is not a folder")
+    probe = path
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise NoseError(f"output folder {path} is not writable ({probe} does not allow writing); choose another --out")

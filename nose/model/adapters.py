@@ -1,0 +1,72 @@
+"""Where each supported model family keeps its decoder layers, attention sublayers and norms.
+
+Every architecture difference the toolkit cares about lives in this table. All families here
+are pre-norm decoders whose layer computes ``h = x + Attn(LN1(x)); y = h + MLP(LN2(h))``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch.nn as nn
+
+from nose.errors import NoseError
+
+
+@dataclass(frozen=True)
+class FamilyAdapter:
+    """Attribute paths, relative to the causal-LM module (or to one decoder layer)."""
+
+    family: str
+    backbone: str = "model"  # the base model: embeddings, layers, final norm
+    layers: str = "model.layers"
+    final_norm: str = "model.norm"
+    head: str = "lm_head"
+    attention: str = "self_attn"  # inside a layer
+    attn_norm: str = "input_layernorm"  # inside a layer: LN1
+    mlp_norm: str = "post_attention_layernorm"  # inside a layer: LN2
+    mlp: str = "mlp"  # inside a layer
+
+    def backbone_of(self, model: nn.Module) -> nn.Module:
+        return _get(model, self.backbone)
+
+    def layers_of(self, model: nn.Module) -> nn.ModuleList:
+        return _get(model, self.layers)
+
+    def final_norm_of(self, model: nn.Module) -> nn.Module:
+        return _get(model, self.final_norm)
+
+    def head_of(self, model: nn.Module) -> nn.Module:
+        return _get(model, self.head)
+
+    def attention_of(self, layer: nn.Module) -> nn.Module:
+        return _get(layer, self.attention)
+
+    def attn_norm_of(self, layer: nn.Module) -> nn.Module:
+        return _get(layer, self.attn_norm)
+
+
+def _get(module: nn.Module, path: str) -> nn.Module:
+    for name in path.split("."):
+        module = getattr(module, name)
+    return module
+
+
+ADAPTERS: dict[str, FamilyAdapter] = {
+    name: FamilyAdapter(family=name) for name in ("llama", "mistral", "qwen2", "qwen3")
+}
+
+
+def supported_families() -> list[str]:
+    return sorted(ADAPTERS)
+
+
+def adapter_for(model_type: str) -> FamilyAdapter:
+    """The adapter for a config's ``model_type``; a clear error for any other family."""
+    try:
+        return ADAPTERS[model_type]
+    except KeyError:
+        raise NoseError(
+            f"unsupported model family {model_type!r}; supported families: "
+            f"{', '.join(supported_families())}"
+        ) from None

@@ -1,0 +1,198 @@
+"""Scoped, reversible switches that replace attention sublayers (DESIGN.md, "Attention switches").
+
+A decoder layer computes ``h = x + Attn(LN1(x))``. While a layer is switched, its attention
+module is swapped for a :class:`SwitchedAttention` whose output ``a`` makes the residual sum
+
+    h = x + M·Attn(LN1(x)) + (1 − M)·R(x),   R = 0 (skip) | x (double) | 2·LN1(x) (thesis)
+
+M (the *blend*) is a float in [0, 1] or a tensor broadcast over the hidden size. At ``M == 0``
+(a float) the original attention is not run at all.
+
+Lifecycle: :class:`AttentionSwitch` swaps modules in ``apply()`` and puts the originals back in
+``restore()``; as a context manager it restores in ``finally``, so the model is bit-identical
+after the scope, also after an exception. A failure half-way through ``apply()`` undoes what
+was already swapped.
+
+KV cache: a layer whose attention does not run still appends one placeholder slot per token to
+its entry of a dynamic cache (shape ``(B, 1, T, 1)``), so the cache's sequence length, which
+transformers reads from layer 0, stays right when layer 0 is switched off.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+import torch.nn as nn
+from transformers.cache_utils import DynamicLayer
+
+from nose.errors import NoseError
+from nose.model.adapters import FamilyAdapter, adapter_for
+
+MODES = ("skip", "double", "thesis")
+
+Blend = float | torch.Tensor
+
+
+class SwitchedAttention(nn.Module):
+    """Stands in for one layer's attention module while the layer is switched.
+
+    Its input is ``LN1(x)``; the layer input ``x`` itself (needed by ``double``) is captured by
+    a forward pre-hook on the decoder layer that :class:`AttentionSwitch` owns.
+    """
+
+    def __init__(self, original: nn.Module, mode: str, blend: Blend, layer_idx: int):
+        super().__init__()
+        self.original = original
+        self.mode = mode
+        self.blend = blend
+        self.layer_idx = layer_idx
+        self.layer_input: torch.Tensor | None = None
+
+    def replacement(self, normed: torch.Tensor) -> torch.Tensor | None:
+        """R(x) minus nothing: the tensor the residual receives at M = 0 (None for zero)."""
+        if self.mode == "skip":
+            return None
+        if self.mode == "double":
+            if self.layer_input is None:
+                raise RuntimeError("double mode needs the layer input; the pre-hook did not run")
+            return self.layer_input
+        return 2 * normed  # thesis
+
+    def forward(self, hidden_states: torch.Tensor, *args, **kwargs):
+        m = self.blend
+        fully_off = not isinstance(m, torch.Tensor) and m == 0.0
+        if fully_off:
+            _advance_cache(kwargs.get("past_key_values"), self.original, self.layer_idx,
+                           hidden_states, args, kwargs)
+            attn = None
+        else:
+            attn = self.original(hidden_states, *args, **kwargs)[0]
+        r = self.replacement(hidden_states)
+        self.layer_input = None
+        if attn is None:
+            out = torch.zeros_like(hidden_states) if r is None else r
+        elif not isinstance(m, torch.Tensor) and m == 1.0:
+            out = attn
+        else:
+            out = m * attn if r is None else m * attn + (1 - m) * r
+        return out, None
+
+
+def _advance_cache(cache, original: nn.Module, layer_idx: int, hidden: torch.Tensor, args, kwargs):
+    """Keep a skipped layer's cache entry as long as the sequence (see module docstring)."""
+    if cache is None:
+        return
+    layers = getattr(cache, "layers", None)
+    if layers is not None and layer_idx < len(layers) and not isinstance(layers[layer_idx], DynamicLayer):
+        # A pre-allocated cache (static, offloaded, ...): let the real attention fill it.
+        original(hidden, *args, **kwargs)
+        return
+    batch, seq = hidden.shape[:2]
+    slot = hidden.new_zeros(batch, 1, seq, 1)
+    cache.update(slot, slot, layer_idx)
+
+
+def _layer_input_hook(switched: SwitchedAttention):
+    def hook(module, args, kwargs):
+        switched.layer_input = args[0] if args else kwargs["hidden_states"]
+
+    return hook
+
+
+def check_blend(blend: Blend) -> None:
+    if isinstance(blend, torch.Tensor):
+        if not torch.isfinite(blend).all() or blend.min() < 0 or blend.max() > 1:
+            raise NoseError("blend M must lie in [0, 1]")
+    elif not 0.0 <= float(blend) <= 1.0:
+        raise NoseError(f"blend M must lie in [0, 1], got {blend}")
+
+
+def check_layer_indices(layers: Iterable[int], num_layers: int, what: str = "layer") -> list[int]:
+    """Sorted unique layer indices, or a clear error for duplicates and out-of-range values."""
+    layers = list(layers)
+    bad = [i for i in layers if not isinstance(i, int) or not 0 <= i < num_layers]
+    if bad:
+        raise NoseError(
+            f"{what} index {bad[0]} is out of range: the model has {num_layers} layers (0..{num_layers - 1})"
+        )
+    if len(set(layers)) != len(layers):
+        dup = sorted({i for i in layers if layers.count(i) > 1})
+        raise NoseError(f"{what} indices repeat: {dup}")
+    return sorted(layers)
+
+
+class AttentionSwitch:
+    """Switch the attention sublayers of ``layers`` to ``mode`` with blend M, reversibly."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layers: Iterable[int],
+        mode: str = "skip",
+        blend: Blend = 0.0,
+        adapter: FamilyAdapter | None = None,
+    ):
+        if mode not in MODES:
+            raise NoseError(f"unknown switch mode {mode!r}; choose one of {', '.join(MODES)}")
+        check_blend(blend)
+        self.adapter = adapter or adapter_for(model.config.model_type)
+        self.model = model
+        decoder_layers = self.adapter.layers_of(model)
+        self.layers = check_layer_indices(layers, len(decoder_layers))
+        self.mode = mode
+        self.blend = blend
+        self._installed: list[tuple[nn.Module, str, nn.Module, object]] = []
+        self._decoder_layers = decoder_layers
+
+    @property
+    def active(self) -> bool:
+        return bool(self._installed)
+
+    def apply(self) -> "AttentionSwitch":
+        if self._installed:
+            raise RuntimeError("switch is already applied")
+        try:
+            for i in self.layers:
+                layer = self._decoder_layers[i]
+                parent_path, _, name = self.adapter.attention.rpartition(".")
+                parent = layer.get_submodule(parent_path) if parent_path else layer
+                original = getattr(parent, name)
+                if isinstance(original, SwitchedAttention):
+                    raise NoseError(f"layer {i} is already switched; restore it before switching again")
+                switched = SwitchedAttention(original, self.mode, self.blend, i)
+                handle = None
+                if self.mode == "double":
+                    handle = layer.register_forward_pre_hook(_layer_input_hook(switched), with_kwargs=True)
+                setattr(parent, name, switched)
+                self._installed.append((parent, name, original, handle))
+        except BaseException:
+            self.restore()
+            raise
+        return self
+
+    def restore(self) -> None:
+        while self._installed:
+            parent, name, original, handle = self._installed.pop()
+            setattr(parent, name, original)
+            if handle is not None:
+                handle.remove()
+
+    def set_blend(self, blend: Blend) -> None:
+        """Change M for every switched layer (used by annealed healing)."""
+        check_blend(blend)
+        self.blend = blend
+        for parent, name, _, _ in self._installed:
+            getattr(parent, name).blend = blend
+
+    def __enter__(self) -> "AttentionSwitch":
+        return self.apply()
+
+    def __exit__(self, *exc) -> None:
+        self.restore()
+
+
+def attention_switched(model: nn.Module, layers: Iterable[int], mode: str = "skip",
+                       blend: Blend = 0.0, adapter: FamilyAdapter | None = None) -> AttentionSwitch:
+    """Context manager: ``with attention_switched(model, [3, 5], "skip"): ...``."""
+    return AttentionSwitch(model, layers, mode, blend, adapter)

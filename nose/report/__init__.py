@@ -1,0 +1,1 @@
+"""Plots and tables from saved run files."""

@@ -1,0 +1,77 @@
+"""Run a model once per calibration batch and re-run only the tail for each candidate.
+
+Switching layer i cannot change the layers before it, so within one greedy step the input of
+every decoder layer is computed once (the *base* pass, in state S) and a candidate i re-runs
+only layers i..last. The logits head runs only when it is the target.
+
+Memory bound of the cache: one batch's inputs of the layers up to the last one that matters,
+``(last + 1) · batch · seq_len · hidden`` values in the model's dtype, on the layers' devices,
+plus the keyword arguments transformers passes to each layer (mask, rotary tables), which are
+shared. It is dropped when the next batch starts.
+
+Lifecycle: ``base()`` registers forward pre-hooks on every layer for the duration of one
+backbone forward and removes them before returning.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from nose.model.adapters import FamilyAdapter
+from nose.search.target import Target
+
+
+class PrefixRunner:
+    def __init__(self, model: nn.Module, adapter: FamilyAdapter, target: Target):
+        self.model = model
+        self.adapter = adapter
+        self.target = target
+        self.backbone = adapter.backbone_of(model)
+        self.layers = adapter.layers_of(model)
+        self.final_norm = adapter.final_norm_of(model)
+        self.head = adapter.head_of(model)
+        self.last = target.last_layer(len(self.layers))
+        self._inputs: list[tuple[torch.Tensor, dict]] = []
+        self.layer_calls = 0  # decoder-layer forwards run, for the benchmark's accounting
+        self.head_calls = 0
+
+    @torch.no_grad()
+    def base(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> None:
+        """One backbone forward that records every layer's input and keyword arguments."""
+        self._inputs = []
+        keep = self._inputs
+
+        def record(module, args, kwargs):
+            hidden = args[0] if args else kwargs["hidden_states"]
+            rest = {k: v for k, v in kwargs.items() if k != "hidden_states"}
+            keep.append((hidden, rest))
+
+        handles = [layer.register_forward_pre_hook(record, with_kwargs=True)
+                   for layer in self.layers[: self.last + 1]]
+        try:
+            device = self.backbone.get_input_embeddings().weight.device
+            out = self.backbone(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
+                                use_cache=False)
+        finally:
+            for h in handles:
+                h.remove()
+        self.layer_calls += len(self.layers)
+        if self.target.kind == "logits":
+            self.head(out.last_hidden_state)
+            self.head_calls += 1
+
+    @torch.no_grad()
+    def tail(self, start: int) -> None:
+        """Re-run layers ``start..last`` from the cached input of ``start``, then norm/head."""
+        hidden, _ = self._inputs[start]
+        for j in range(start, self.last + 1):
+            out = self.layers[j](hidden, **self._inputs[j][1])
+            hidden = out[0] if isinstance(out, tuple) else out
+        self.layer_calls += self.last + 1 - start
+        if self.target.kind == "layer":
+            return
+        normed = self.final_norm(hidden)
+        if self.target.kind == "logits":
+            self.head(normed)
+            self.head_calls += 1

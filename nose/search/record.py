@@ -1,0 +1,84 @@
+"""``search.json``: the search's result file, written atomically after every step.
+
+Shape (``format: nose.search/1``): ``tool``, ``created``, ``model`` (id, family, layers,
+weights sha256, dtype, device), ``calibration`` (source, samples, seq_len, token-id sha256),
+``settings`` (criterion, mode, target, steps, protect, seed, bootstrap, batch_size), ``steps``
+(one record each, see :func:`nose.search.greedy.nose_search`), ``order`` (selected layers in
+selection order), ``complete`` and ``versions``. A search resumes from it when model,
+calibration and settings (all but ``steps``) match.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import platform
+import subprocess
+from pathlib import Path
+
+from nose import __version__
+from nose.errors import NoseError
+
+
+FORMAT = "nose.search/1"
+FILENAME = "search.json"
+# Settings that must match for a resumed search to give the same result.
+RESUME_KEYS = ("criterion", "mode", "target", "protect", "seed", "bootstrap", "batch_size")
+
+
+def versions() -> dict:
+    import numpy
+    import torch
+    import transformers
+
+    return {"nose-prune": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "numpy": numpy.__version__}
+
+
+def git_revision() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def new_record(model: dict, calibration: dict, settings: dict) -> dict:
+    return {"format": FORMAT,
+            "tool": {"name": "nose-prune", "version": __version__, "git": git_revision()},
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "model": model, "calibration": calibration, "settings": settings,
+            "steps": [], "order": [], "complete": False, "versions": versions()}
+
+
+def read_record(path: Path) -> dict:
+    path = Path(path)
+    if path.is_dir():
+        path = path / FILENAME
+    if not path.exists():
+        raise NoseError(f"no search file at {path}")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise NoseError(f"{path} is not valid JSON ({e.msg})") from None
+    if data.get("format") != FORMAT:
+        raise NoseError(f"{path} is not a nose search file (format {data.get('format')!r}, expected {FORMAT})")
+    return data
+
+
+def check_resumable(previous: dict, model: dict, calibration: dict, settings: dict) -> None:
+    """Refuse to resume a search made with another model, calibration or settings."""
+    if previous["model"]["weights_sha256"] != model["weights_sha256"]:
+        raise NoseError(f"cannot resume: the search file is for model {previous['model']['id']} "
+                        f"(weights {previous['model']['weights_sha256'][:12]}), not {model['id']} "
+                        f"(weights {model['weights_sha256'][:12]})")
+    if previous["calibration"]["token_ids_sha256"] != calibration["token_ids_sha256"]:
+        raise NoseError("cannot resume: the search file was made with other calibration tokens "
+                        f"({previous['calibration']['source']}, {previous['calibration']['samples']} x "
+                        f"{previous['calibration']['seq_len']}); use the same --calibration, --samples, "
+                        "--seq-len and --seed")
+    for key in RESUME_KEYS:
+        if previous["settings"].get(key) != settings.get(key):
+            raise NoseError(f"cannot resume: --{key.replace('_', '-')} was {previous['settings'].get(key)!r} "
+                            f"in the search file, now {settings.get(key)!r}")

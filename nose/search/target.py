@@ -1,0 +1,84 @@
+"""Which features the entropy is measured on, and the forward hook that collects them.
+
+Targets: ``final`` (default; the final hidden state after the model's last norm), ``logits``
+(the output head), or ``layer:N`` (the output of decoder layer N).
+
+Lifecycle: :class:`TargetHook` registers one forward hook on the target module when entered
+and removes it on exit. While it is registered, every call of that module adds its output,
+masked, to whichever :class:`MomentStats` is the current ``sink``; with no sink it collects
+nothing.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from nose.errors import NoseError
+from nose.model.adapters import FamilyAdapter
+from nose.search.entropy import MomentStats
+
+_LAYER = re.compile(r"^layer:(\d+)$")
+
+
+@dataclass(frozen=True)
+class Target:
+    kind: str  # "final" | "logits" | "layer"
+    layer: int | None = None
+
+    @classmethod
+    def parse(cls, text: str, num_layers: int) -> "Target":
+        if text in ("final", "logits"):
+            return cls(text)
+        m = _LAYER.match(text)
+        if not m:
+            raise NoseError(f"unknown target {text!r}; use final, logits or layer:N")
+        n = int(m.group(1))
+        if n >= num_layers:
+            raise NoseError(f"target layer {n} is out of range: the model has {num_layers} layers (0..{num_layers - 1})")
+        return cls("layer", n)
+
+    def __str__(self) -> str:
+        return f"layer:{self.layer}" if self.kind == "layer" else self.kind
+
+    def last_layer(self, num_layers: int) -> int:
+        """Index of the last decoder layer that can change the target."""
+        return self.layer if self.kind == "layer" else num_layers - 1
+
+    def module(self, model: nn.Module, adapter: FamilyAdapter) -> nn.Module:
+        if self.kind == "final":
+            return adapter.final_norm_of(model)
+        if self.kind == "logits":
+            return adapter.head_of(model)
+        return adapter.layers_of(model)[self.layer]
+
+
+class TargetHook:
+    """Collects the target module's outputs into ``sink`` (see module docstring)."""
+
+    def __init__(self, module: nn.Module):
+        self.module = module
+        self.sink: MomentStats | None = None
+        self.mask: torch.Tensor | None = None
+        self._handle = None
+
+    def _hook(self, module, args, output):
+        if self.sink is None:
+            return
+        out = output[0] if isinstance(output, tuple) else output
+        self.sink.add(out, self.mask)
+
+    def collect(self, sink: MomentStats | None, mask: torch.Tensor | None) -> None:
+        self.sink, self.mask = sink, mask
+
+    def __enter__(self) -> "TargetHook":
+        self._handle = self.module.register_forward_hook(self._hook)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._handle.remove()
+        self._handle = None
+        self.sink = self.mask = None

@@ -1,0 +1,47 @@
+"""Shared fixtures: tiny random models of each supported family, built from a config."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # tests import the oracle from benchmarks/
+
+from nose.testing import tiny_model  # noqa: E402
+
+
+@pytest.fixture(params=["llama", "mistral", "qwen2", "qwen3"])
+def family(request):
+    return request.param
+
+
+@pytest.fixture
+def tiny_llama():
+    return tiny_model("llama")
+
+
+@pytest.fixture
+def tiny_qwen2():
+    return tiny_model("qwen2")
+
+
+@pytest.fixture
+def saved_tiny(tmp_path):
+    """A tiny random model and tokenizer saved as a local folder; returns its path."""
+
+    def make(family: str = "llama", **overrides) -> Path:
+        from nose.testing import save_tiny
+
+        return save_tiny(tmp_path / f"tiny-{family}", family, **overrides)
+
+    return make
+
+
+@pytest.fixture(autouse=True)
+def _deterministic():
+    torch.manual_seed(0)
