@@ -38,6 +38,14 @@ def parse_layers(text: str | None) -> list[int]:
         raise NoseError(f"layer list {text!r} is not a comma-separated list of integers (e.g. 3,5,7)") from None
 
 
+def quiet_transformers() -> None:
+    """Hide transformers' own loading bars and advice; the command reports its progress itself."""
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+    logging.set_verbosity_error()
+
+
 def user_errors(fn):
     """Print a NoseError as one line on stderr and exit 2 (traceback only with NOSE_DEBUG=1)."""
 

@@ -9,7 +9,8 @@ from typing import Annotated
 
 import typer
 
-from nose.cli.common import DeviceMapOpt, DeviceOpt, DtypeOpt, JsonOpt, Mode, ModelOpt, parse_layers, user_errors
+from nose.cli.common import (DeviceMapOpt, DeviceOpt, DtypeOpt, JsonOpt, Mode, ModelOpt, parse_layers,
+                             quiet_transformers, user_errors)
 from nose.errors import NoseError
 
 
@@ -52,7 +53,7 @@ def search(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from nose.files import check_output_dir
-    from nose.model.loading import load_model
+    from nose.model.loading import load_model, resolve_model
     from nose.search.calibration import build_calibration
     from nose.search.greedy import SearchConfig, nose_search
     from nose.search.record import FILENAME, read_record
@@ -70,10 +71,13 @@ def search(
                           protect_layer0=not allow_layer0, seed=seed, bootstrap=bootstrap, batch_size=batch_size)
 
     log = (lambda msg: err.print(msg, highlight=False))
-    lm = load_model(model, dtype=dtype, device=device, device_map=device_map, log=log)
-    config.validate(lm.num_layers)
-    calib = build_calibration(lm.tokenizer, calibration, samples=samples, seq_len=seq_len, seed=seed,
+    quiet_transformers()
+    ref = resolve_model(model, log=log)  # config only: bad settings fail before weights load
+    config.validate(ref.num_layers)
+    tokenizer = ref.load_tokenizer()
+    calib = build_calibration(tokenizer, calibration, samples=samples, seq_len=seq_len, seed=seed,
                               pack=pack, text_field=text_field, log=log)
+    lm = load_model(ref, dtype=dtype, device=device, device_map=device_map, tokenizer=tokenizer, log=log)
     log(f"model {model}: {lm.adapter.family}, {lm.num_layers} layers, {lm.dtype} on {lm.device}; "
         f"calibration {calib.samples} x {calib.seq_len} tokens from {calibration}")
 

@@ -23,7 +23,7 @@ import torch
 
 from nose.errors import NoseError
 from nose.model.adapters import FamilyAdapter, adapter_for
-from nose.model.presets import PRESETS, materialize
+from nose.model.presets import PRESETS, materialize, sha256_file
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -113,7 +113,7 @@ def _resolve(spec: str, log) -> tuple[str, dict, dict, str]:
             if path.suffix != ".gguf":
                 raise NoseError(f"{spec} is a file but not a .gguf; pass a model folder (with config.json) or a .gguf file")
             return str(path.parent), {"gguf_file": path.name}, {"kind": "gguf", "path": str(path.resolve())}, \
-                weights_fingerprint([path])
+                sha256_file(path)
         if (path / "config.json").exists():
             return str(path), {}, {"kind": "folder", "path": str(path.resolve())}, \
                 weights_fingerprint(_weight_files(path))
@@ -162,26 +162,56 @@ def load_config(spec_path: str, kwargs: dict):
         raise NoseError(f"cannot read the model config from {spec_path}: {str(e).splitlines()[0]}") from None
 
 
-def load_model(spec: str, dtype: str = "auto", device: str = "auto", device_map: str | None = None,
-               log=print) -> LoadedModel:
-    """Load ``spec`` for inference (eval mode, no grad) and check its family is supported."""
+@dataclass
+class ModelRef:
+    """A resolved model: where its files are and its config, before any weights are read."""
+
+    spec: str
+    path: str
+    kwargs: dict  # extra from_pretrained arguments (gguf_file)
+    source: dict
+    weights_sha256: str
+    config: object
+    adapter: FamilyAdapter
+
+    @property
+    def num_layers(self) -> int:
+        return self.config.num_hidden_layers
+
+    def load_tokenizer(self):
+        from transformers import AutoTokenizer
+
+        try:
+            return AutoTokenizer.from_pretrained(self.path, **self.kwargs)
+        except (OSError, ValueError) as e:
+            raise NoseError(f"cannot load the tokenizer of {self.spec}: {str(e).splitlines()[0]}") from None
+
+
+def resolve_model(spec: str, log=print) -> ModelRef:
+    """Find ``spec``, read its config and check its family; cheap (weights are not read)."""
     path, kwargs, source, digest = _resolve(spec, log)
     config = load_config(path, kwargs)
-    adapter = adapter_for(config.model_type)
+    return ModelRef(spec, path, kwargs, source, digest, config, adapter_for(config.model_type))
+
+
+def load_model(spec: "str | ModelRef", dtype: str = "auto", device: str = "auto", device_map: str | None = None,
+               tokenizer=None, log=print) -> LoadedModel:
+    """Load a model for inference (eval mode, no grad); ``spec`` as in :func:`resolve_model`."""
+    ref = spec if isinstance(spec, ModelRef) else resolve_model(spec, log)
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     place = {"device_map": device_map} if device_map else {}
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, **kwargs, **place)
-        tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(ref.path, dtype=torch_dtype, **ref.kwargs, **place)
     except (OSError, ValueError) as e:
-        raise NoseError(f"cannot load model {spec}: {str(e).splitlines()[0]}") from None
+        raise NoseError(f"cannot load model {ref.spec}: {str(e).splitlines()[0]}") from None
     if not device_map:
         model.to(dev)
     model.eval().requires_grad_(False)
-    return LoadedModel(model, tokenizer, adapter, spec, source, digest)
+    return LoadedModel(model, tokenizer or ref.load_tokenizer(), ref.adapter, ref.spec, ref.source,
+                       ref.weights_sha256)
 
 
 def from_module(model: torch.nn.Module, tokenizer=None, spec: str = "<in-memory>") -> LoadedModel:

@@ -12,7 +12,7 @@ Sources (``source`` argument / ``--calibration``):
 - any other folder: its source files (by extension), recursively, shuffled by the seed.
 
 Packing (default): documents are tokenized without special tokens, each cut to its first
-``seq_len`` tokens (so the rows span many documents), joined with the EOS token and cut into
+``seq_len`` tokens (so the rows span many documents; a single text file is not cut), joined with the EOS token and cut into
 ``samples`` rows of ``seq_len`` tokens; no padding. Without packing each document
 is one row, truncated to ``seq_len`` and right-padded; the mask marks the real tokens.
 Documents are read lazily until enough tokens are collected.
@@ -155,13 +155,16 @@ def build_calibration(tokenizer, source: str = "stdlib", samples: int = 32, seq_
     rows: list[list[int]] = []
     stream: list[int] = []
     want = samples * seq_len
+    # Many-document sources give at most one row per document, so rows span many documents.
+    single_file = source != "stdlib" and Path(source).is_file() and Path(source).suffix != ".jsonl"
+    cap = None if single_file else seq_len
     for text in iter_documents(source, tokenizer, seed, text_field):
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         if not ids:
             continue
         docs += 1
         if pack:
-            stream.extend(ids[:seq_len])  # at most one row per document, for diversity
+            stream.extend(ids[:cap])
             if eos is not None:
                 stream.append(eos)
             if len(stream) >= want:

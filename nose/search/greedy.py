@@ -150,6 +150,8 @@ def nose_search(lm: LoadedModel, calib: CalibrationSet, config: SearchConfig, ou
     ``progress``: a ``rich.progress.Progress`` to report on, or None for silence.
     """
     target = config.validate(lm.num_layers)
+    if out_dir is not None:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
     settings = config.settings()
     record = new_record(lm.provenance(), calib.describe(), settings)
     if resume is not None:

