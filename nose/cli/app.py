@@ -2,11 +2,15 @@
 
 import typer
 
+from nose.cli.evaluate_cmd import evaluate
+from nose.cli.report_cmd import report
 from nose.cli.search_cmd import search
 
 app = typer.Typer(help="nose: remove the attention sublayers of decoder LLMs that matter least (NOSE).",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 app.command()(search)
+app.command()(evaluate)
+app.command()(report)
 
 
 @app.callback()

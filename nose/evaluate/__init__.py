@@ -1,0 +1,1 @@
+"""Quality (G-TransEval Java→Python) and efficiency measurements for any loadable model."""

@@ -1,0 +1,107 @@
+"""Prompts and generation backends for the translation task.
+
+The default prompt (overridable with a template file holding ``{java}``; ``{name}`` and
+``{entry_point}`` are filled too) asks for one Python function in a fenced block. Models with a
+chat template get it as one user message (plus the system message, if set); others get the
+plain text followed by ``Python:``.
+
+Backends: ``transformers`` (default: batched, left padding, greedy unless a temperature is
+given, ``n`` samples per prompt for pass@k) and ``vllm`` (optional extra, GPU).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from nose.errors import NoseError
+
+DEFAULT_SYSTEM = "You are an expert programmer who translates code between languages."
+DEFAULT_TEMPLATE = ("Translate the following Java function to Python 3. Keep the function name in "
+                    "snake_case, use only the standard library, and answer with the Python function "
+                    "in one ```python code block.\n\n```java\n{java}\n```")
+
+
+@dataclass
+class PromptConfig:
+    template: str = DEFAULT_TEMPLATE  # user message; {java}, {name}, {entry_point}
+    system: str | None = DEFAULT_SYSTEM  # None: no system message
+
+    @classmethod
+    def from_file(cls, path: Path | None, system: str | None = DEFAULT_SYSTEM) -> "PromptConfig":
+        if path is None:
+            return cls(system=system)
+        path = Path(path)
+        if not path.exists():
+            raise NoseError(f"prompt template {path} does not exist")
+        text = path.read_text(encoding="utf-8")
+        if "{java}" not in text:
+            raise NoseError(f"prompt template {path} has no {{java}} placeholder")
+        return cls(text, system)
+
+    def render(self, tokenizer, java: str, name: str, entry_point: str) -> str:
+        user = self.template.format(java=java, name=name, entry_point=entry_point)
+        if getattr(tokenizer, "chat_template", None):
+            messages = ([{"role": "system", "content": self.system}] if self.system else []) + \
+                       [{"role": "user", "content": user}]
+            return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return (f"{self.system}\n\n" if self.system else "") + user + "\n\nPython:\n"
+
+
+@dataclass
+class GenerationConfig:
+    max_new_tokens: int = 512
+    n: int = 1  # completions per prompt (pass@k needs n > 1)
+    temperature: float = 0.0  # 0 = greedy
+    top_p: float = 0.95  # only when sampling
+    batch_size: int = 8
+    seed: int = 0
+    backend: str = "transformers"  # or vllm
+
+    def validate(self) -> None:
+        if self.n < 1:
+            raise NoseError(f"--n must be at least 1, got {self.n}")
+        if self.n > 1 and self.temperature <= 0:
+            raise NoseError("--n > 1 needs sampling: set --temperature above 0 (e.g. 0.8)")
+        if self.max_new_tokens < 1 or self.batch_size < 1:
+            raise NoseError("--max-new-tokens and --batch-size must be at least 1")
+        if self.backend not in ("transformers", "vllm"):
+            raise NoseError(f"unknown backend {self.backend!r}; choose transformers or vllm")
+
+
+@torch.no_grad()
+def generate_transformers(model, tokenizer, prompts: list[str], config: GenerationConfig) -> list[list[str]]:
+    """n completions per prompt (prompt text excluded), batched with left padding."""
+    tokenizer.padding_side = "left"
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    device = next(model.parameters()).device
+    enc = tokenizer(prompts, add_special_tokens=False, padding=True, return_tensors="pt")
+    if tokenizer.pad_token_id is None:
+        enc["input_ids"][enc["attention_mask"] == 0] = pad
+    sampling = config.temperature > 0
+    if sampling:
+        torch.manual_seed(config.seed)
+    out = model.generate(input_ids=enc["input_ids"].to(device), attention_mask=enc["attention_mask"].to(device),
+                         max_new_tokens=config.max_new_tokens, do_sample=sampling,
+                         temperature=config.temperature if sampling else None,
+                         top_p=config.top_p if sampling else None, top_k=None,
+                         num_return_sequences=config.n, pad_token_id=pad)
+    new = out[:, enc["input_ids"].shape[1]:]
+    texts = tokenizer.batch_decode(new, skip_special_tokens=True)
+    return [texts[i * config.n:(i + 1) * config.n] for i in range(len(prompts))]
+
+
+def generate_vllm(model_path: str, prompts: list[str], config: GenerationConfig, dtype: str = "auto") -> list[list[str]]:
+    """vLLM backend (GPU): the same rendered prompts, ``n`` completions each."""
+    try:
+        from vllm import LLM, SamplingParams
+    except ImportError:
+        raise NoseError("--backend vllm needs vLLM: pip install vllm (GPU machines)") from None
+    llm = LLM(model=model_path, dtype=dtype, trust_remote_code=True, seed=config.seed)
+    params = SamplingParams(n=config.n, temperature=config.temperature,
+                            top_p=config.top_p if config.temperature > 0 else 1.0,
+                            max_tokens=config.max_new_tokens)
+    results = llm.generate(prompts, params)
+    return [[c.text for c in r.outputs] for r in results]

@@ -1,0 +1,212 @@
+"""``nose evaluate``: generate translations, test them in the sandbox, score, measure, save.
+
+Files in the output folder:
+
+- ``samples.jsonl``: one line per benchmark sample, appended as soon as its batch is tested
+  (prompt, raw outputs, extracted code, verdicts, error tails, BLEU, CodeBLEU, seconds, and
+  the hash of the settings). A killed run resumes from it: samples already there are not
+  generated again. Lines from other settings are refused.
+- ``results.json`` (atomic, at the end): metrics, efficiency, model provenance, prompt,
+  generation settings, benchmark subset, versions, wall time.
+
+Verdicts: ``passed`` (``All Passed!``), ``wrong`` (ran, some case differs), ``error`` (an
+exception or syntax error), ``timeout``, ``no_function`` (no ``def`` to test).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from nose.errors import NoseError
+from nose.evaluate import efficiency, metrics
+from nose.evaluate.benchmark import PASS_MARKER, PREFIX, Sample
+from nose.evaluate.extraction import entry_function, extract_code
+from nose.evaluate.generation import GenerationConfig, PromptConfig, generate_transformers, generate_vllm
+from nose.evaluate.sandbox import Limits, Outcome, run_many
+from nose.files import write_json_atomic
+from nose.model.loading import LoadedModel
+from nose.model.switches import attention_switched
+from nose.search.record import versions
+
+SAMPLES = "samples.jsonl"
+RESULTS = "results.json"
+
+
+@dataclass
+class EvalConfig:
+    workers: int = 2  # parallel sandboxed test processes
+    timeout_s: float = 10.0  # wall-clock limit per test program
+    drop_attention: list[int] = field(default_factory=list)  # switched off in memory (no healing)
+    mode: str = "skip"  # replacement for dropped attention
+    efficiency: bool = True
+    flops_seq_len: int = 512  # tokens for the FLOP count
+    prompt_len: int = 256  # prefill latency / decode speed prompt length
+    speed_new_tokens: int = 32
+    speed_batches: tuple[int, ...] = (1, 8)
+
+    def validate(self, num_layers: int) -> None:
+        from nose.model.switches import check_layer_indices
+
+        if self.workers < 1:
+            raise NoseError(f"--workers must be at least 1, got {self.workers}")
+        if self.timeout_s <= 0:
+            raise NoseError(f"--timeout must be positive, got {self.timeout_s}")
+        check_layer_indices(self.drop_attention, num_layers, what="--drop-attention layer")
+
+
+def build_program(code: str, entry: str, sample: Sample) -> str:
+    return PREFIX + code + "\n\ntestfunc = " + entry + "\n" + sample.harness()
+
+
+def verdict(outcome: Outcome | None) -> str:
+    if outcome is None:
+        return "no_function"
+    if outcome.timed_out:
+        return "timeout"
+    if PASS_MARKER in outcome.stdout:
+        return "passed"
+    if "Compilation Passed!" in outcome.stdout:
+        return "wrong"
+    return "error"
+
+
+def test_outputs(samples: list[Sample], outputs: list[list[str]], limits: Limits, workers: int) -> list[dict]:
+    """Extract, run and judge every completion; one partial record per sample."""
+    jobs, where = [], []
+    per_sample = []
+    for k, (sample, outs) in enumerate(zip(samples, outputs)):
+        codes, entries = [], []
+        for j, raw in enumerate(outs):
+            code = extract_code(raw)
+            entry = entry_function(code, sample.python_entry_point, sample.java_entry_point)
+            codes.append(code)
+            entries.append(entry)
+            if entry is not None:
+                jobs.append(build_program(code, entry, sample))
+                where.append((k, j))
+        per_sample.append({"codes": codes, "entries": entries, "outcomes": [None] * len(outs)})
+    for (k, j), outcome in zip(where, run_many(jobs, limits, workers)):
+        per_sample[k]["outcomes"][j] = outcome
+    records = []
+    for sample, outs, got in zip(samples, outputs, per_sample):
+        verdicts = [verdict(o) for o in got["outcomes"]]
+        first = got["codes"][0]
+        try:
+            cb = metrics.codebleu([first], [sample.python_reference])["codebleu"]
+        except Exception:  # codebleu fails on some degenerate inputs; the sample still counts
+            cb = None
+        records.append({
+            "id": sample.id, "type": sample.type, "level": sample.level, "outputs": outs, "codes": got["codes"],
+            "entry_points": got["entries"], "verdicts": verdicts, "passed": [v == "passed" for v in verdicts],
+            "errors": [(o.stderr.strip().splitlines() or [""])[-1][:300] if o else "no def found"
+                       for o in got["outcomes"]],
+            "test_seconds": [round(o.seconds, 3) if o else 0.0 for o in got["outcomes"]],
+            "bleu": metrics.sentence_bleu(first, sample.python_reference), "codebleu": cb})
+    return records
+
+
+def settings_hash(settings: dict) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def read_done(path: Path, digest: str) -> dict[str, dict]:
+    """Records already in samples.jsonl; a torn last line (killed mid-write) is dropped."""
+    done: dict[str, dict] = {}
+    if not path.exists():
+        return done
+    lines = path.read_text(encoding="utf-8").splitlines()
+    for n, line in enumerate(lines, 1):
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            if n == len(lines):
+                break
+            raise NoseError(f"{path}:{n} is not valid JSON; remove the file or use --overwrite") from None
+        if rec.get("settings_hash") != digest:
+            raise NoseError(f"{path} was written with other settings (model, prompt, generation or subset); "
+                            "use another --out or --overwrite")
+        done[rec["id"]] = rec
+    with open(path, "w", encoding="utf-8") as f:  # rewrite without a torn tail
+        f.writelines(json.dumps(r) + "\n" for r in done.values())
+    return done
+
+
+def aggregate(records: list[dict], samples: list[Sample], n: int) -> dict:
+    by_id = {r["id"]: r for r in records}
+    ordered = [by_id[s.id] for s in samples]
+    passed = [sum(r["passed"]) for r in ordered]
+    ca = 100.0 * sum(r["passed"][0] for r in ordered) / len(ordered)
+    levels = sorted({(s.type, s.level) for s in samples})
+    by_type = {}
+    for t, level in levels:
+        group = [r for r in ordered if r["type"] == t]
+        by_type[level] = {"samples": len(group), "ca": 100.0 * sum(r["passed"][0] for r in group) / len(group)}
+    firsts = [r["codes"][0] for r in ordered]
+    refs = [s.python_reference for s in samples]
+    cb = metrics.codebleu(firsts, refs)
+    out = {"samples": len(ordered), "ca_percent": ca, "ca_by_type": by_type,
+           "bleu": metrics.bleu(firsts, refs), "codebleu": cb["codebleu"],
+           "codebleu_parts": {k: v for k, v in cb.items() if k != "codebleu"},
+           "verdicts": dict(Counter(r["verdicts"][0] for r in ordered)),
+           "units": {"ca_percent": "% of samples whose first completion passes all 5 tests",
+                     "bleu": "sacreBLEU 0-100 on Python tokens", "codebleu": "CodeBLEU x 100"}}
+    if n > 1:
+        out["pass_at_k"] = {str(k): 100.0 * sum(metrics.pass_at_k(n, c, k) for c in passed) / len(passed)
+                            for k in (1, 5, 10) if k <= n}
+    return out
+
+
+def evaluate(lm: LoadedModel, samples: list[Sample], prompt: PromptConfig, gen: GenerationConfig,
+             config: EvalConfig, out_dir: Path, benchmark_root: str, progress=None) -> dict:
+    gen.validate()
+    config.validate(lm.num_layers)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    settings = {"model": lm.provenance() | {"device": None}, "prompt": asdict(prompt),
+                "generation": asdict(gen), "drop_attention": sorted(config.drop_attention), "mode": config.mode,
+                "timeout_s": config.timeout_s, "ids": [s.id for s in samples]}
+    digest = settings_hash(settings)
+    done = read_done(out_dir / SAMPLES, digest)
+    todo = [s for s in samples if s.id not in done]
+    t0 = time.perf_counter()
+    rendered = {s.id: prompt.render(lm.tokenizer, s.java_source, s.name, s.python_entry_point) for s in todo}
+    todo.sort(key=lambda s: len(rendered[s.id]))  # similar lengths batch with little padding
+    limits = Limits(wall_s=config.timeout_s, cpu_s=int(config.timeout_s) + 1)
+    task = progress.add_task("evaluate", total=len(samples), completed=len(done)) if progress else None
+    with attention_switched(lm.model, config.drop_attention, config.mode, adapter=lm.adapter):
+        if gen.backend == "vllm" and todo:
+            outputs = generate_vllm(lm.source.get("path", lm.spec), [rendered[s.id] for s in todo], gen)
+            chunks = [(todo, outputs)]
+        else:
+            chunks = ((todo[i:i + gen.batch_size], None) for i in range(0, len(todo), gen.batch_size))
+        with open(out_dir / SAMPLES, "a", encoding="utf-8") as log:
+            for batch, outputs in chunks:
+                t_batch = time.perf_counter()
+                if outputs is None:
+                    outputs = generate_transformers(lm.model, lm.tokenizer, [rendered[s.id] for s in batch], gen)
+                gen_s = (time.perf_counter() - t_batch) / len(batch)
+                for s, rec in zip(batch, test_outputs(batch, outputs, limits, config.workers)):
+                    rec.update(prompt=rendered[s.id], generation_seconds=round(gen_s, 3), settings_hash=digest)
+                    done[s.id] = rec
+                    log.write(json.dumps(rec) + "\n")
+                log.flush()
+                os.fsync(log.fileno())
+                if progress:
+                    progress.advance(task, len(batch))
+        eff = efficiency.measure(lm.model, lm.adapter, config.flops_seq_len, config.prompt_len,
+                                 config.speed_new_tokens, config.speed_batches) if config.efficiency else None
+    results = {"format": "nose.evaluate/1", "model": lm.provenance(),
+               "removed_attention": sorted(config.drop_attention), "mode": config.mode,
+               "benchmark": {"path": benchmark_root, "samples": len(samples), "ids": [s.id for s in samples]},
+               "prompt": asdict(prompt), "generation": asdict(gen), "timeout_s": config.timeout_s,
+               "metrics": aggregate(list(done.values()), samples, gen.n), "efficiency": eff,
+               "seconds": round(time.perf_counter() - t0, 1), "versions": versions(),
+               "settings_hash": digest}
+    write_json_atomic(out_dir / RESULTS, results)
+    return results

@@ -1,0 +1,119 @@
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import nose.evaluate.run as run_module
+from nose.cli.app import app
+from nose.errors import NoseError
+from nose.evaluate.benchmark import load_benchmark, select
+from nose.evaluate.generation import GenerationConfig, PromptConfig
+from nose.evaluate.run import EvalConfig, evaluate
+from nose.model.loading import load_model
+
+BENCH = Path(__file__).resolve().parents[2] / "shared" / "data" / "g-transeval" / "original"
+IDS = ["l1-000", "l2-004", "l3-010", "l4-001"]
+runner = CliRunner()
+
+
+@pytest.fixture
+def tiny_lm(saved_tiny):
+    return load_model(str(saved_tiny("llama")))
+
+
+def run(lm, out, ids=IDS, **gen):
+    samples = select(load_benchmark(BENCH), ids=ids)
+    return evaluate(lm, samples, PromptConfig(), GenerationConfig(max_new_tokens=6, batch_size=2, **gen),
+                    EvalConfig(efficiency=False), out, str(BENCH))
+
+
+def test_results_and_samples_files(tiny_lm, tmp_path):
+    res = run(tiny_lm, tmp_path)
+    assert res["metrics"]["samples"] == 4 and set(res["metrics"]["ca_by_type"]) == {"token", "syntax", "library", "algorithm"}
+    lines = [json.loads(x) for x in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    assert sorted(r["id"] for r in lines) == IDS
+    for r in lines:
+        assert {"prompt", "outputs", "codes", "verdicts", "errors", "bleu", "generation_seconds"} <= set(r)
+        assert r["verdicts"][0] in {"passed", "wrong", "error", "timeout", "no_function"}
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["generation"]["max_new_tokens"] == 6 and saved["versions"]["transformers"]
+    assert "Translate the following Java function" in saved["prompt"]["template"]
+
+
+def test_resume_generates_only_what_is_missing(tiny_lm, tmp_path, monkeypatch):
+    first = run(tiny_lm, tmp_path)
+    path = tmp_path / "samples.jsonl"
+    lines = path.read_text().splitlines()
+    path.write_text(lines[0] + "\n" + lines[1][: len(lines[1]) // 2])  # killed mid-write
+    calls = []
+    real = run_module.generate_transformers
+    monkeypatch.setattr(run_module, "generate_transformers",
+                        lambda model, tok, prompts, cfg: calls.append(len(prompts)) or real(model, tok, prompts, cfg))
+    again = run(tiny_lm, tmp_path)
+    assert sum(calls) == 3
+    assert again["metrics"]["ca_percent"] == first["metrics"]["ca_percent"]
+    assert len(path.read_text().splitlines()) == 4
+    with pytest.raises(NoseError, match="other settings"):
+        run(tiny_lm, tmp_path, seed=5)
+
+
+def test_sampling_needs_temperature_and_gives_pass_at_k(tiny_lm, tmp_path):
+    with pytest.raises(NoseError, match="--temperature above 0"):
+        run(tiny_lm, tmp_path / "a", n=3)
+    res = run(tiny_lm, tmp_path / "b", ids=IDS[:2], n=3, temperature=0.8)
+    assert set(res["metrics"]["pass_at_k"]) == {"1"}
+    rec = json.loads((tmp_path / "b" / "samples.jsonl").read_text().splitlines()[0])
+    assert len(rec["outputs"]) == 3
+
+
+def cli(*args):
+    return runner.invoke(app, ["evaluate", *map(str, args)])
+
+
+def test_cli_bad_inputs(saved_tiny, tmp_path):
+    model = saved_tiny("llama")
+    cases = [
+        (["--benchmark", tmp_path / "nope"], "does not exist"),
+        (["--benchmark", tmp_path], "not in the G-TransEval layout"),
+        (["--benchmark", BENCH, "--ids", "l1-000,l7-001"], "unknown sample ids: l7-001"),
+        (["--benchmark", BENCH, "--workers", "0"], "--workers must be at least 1"),
+        (["--benchmark", BENCH, "--model", tmp_path / "missing-model"], "does not exist"),
+        (["--benchmark", BENCH, "--drop-attention", "9"], "--drop-attention layer index 9 is out of range"),
+    ]
+    for args, message in cases:
+        out = tmp_path / "never"
+        res = cli("--model", model, *args, "--out", out)
+        assert res.exit_code == 2, (args, res.output)
+        assert message in res.stderr and res.stderr.count("\n") == 1, res.stderr
+        assert not out.exists()
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    res = cli("--model", model, "--benchmark", BENCH, "--out", blocker / "x")
+    assert res.exit_code == 2 and "not writable" in res.stderr
+
+
+def test_cli_evaluate_and_report(saved_tiny, tmp_path):
+    model = saved_tiny("llama")
+    base = tmp_path / "base"
+    res = cli("--model", model, "--benchmark", BENCH, "--ids", "l1-000,l2-001", "--max-new-tokens", 4,
+              "--out", base, "--json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["samples"] == 2
+    dropped = tmp_path / "dropped"
+    res = cli("--model", model, "--benchmark", BENCH, "--ids", "l1-000,l2-001", "--max-new-tokens", 4,
+              "--out", dropped, "--drop-attention", "2,3")
+    assert res.exit_code == 0, res.output
+    assert json.loads((dropped / "results.json").read_text())["removed_attention"] == [2, 3]
+    rep = runner.invoke(app, ["report", str(base), str(dropped), "--names", "base,k=2", "--out",
+                              str(tmp_path / "rep"), "--json"])
+    assert rep.exit_code == 0, rep.output
+    table = json.loads(rep.stdout)
+    rows = {r["metric"]: r for r in table["rows"]}
+    kv = rows["KV cache [bytes/token]"]
+    assert kv["values"][1] == kv["values"][0] * 4 / 6 and kv["delta_percent"][1] == pytest.approx(-100 / 3)
+    assert rows["attention parameters [M]"]["delta_percent"][1] == pytest.approx(-100 / 3)
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "| metric | base | k=2 (Δ%) |" in md and (tmp_path / "rep" / "ca_by_type.png").exists()
+    bad = runner.invoke(app, ["report", str(tmp_path / "nothing")])
+    assert bad.exit_code == 2 and "no results.json" in bad.stderr

@@ -1,0 +1,36 @@
+import pytest
+
+from nose.evaluate.extraction import entry_function, extract_code
+
+CASES = [
+    ("Here is the translation:\n```python\ndef gcd(a, b):\n    return a if b == 0 else gcd(b, a % b)\n\n"
+     "print(gcd(3, 6))\n```\nThis works by recursion.",
+     "def gcd(a, b):\n    return a if b == 0 else gcd(b, a % b)\n"),
+    ("```\nimport math\ndef f(x):\n    return math.sqrt(x)\nif __name__ == '__main__':\n    n = int(input())\n"
+     "    print(f(n))\n```", "import math\n\ndef f(x):\n    return math.sqrt(x)\n"),
+    ("Sure! def is a keyword.\n\ndef add(a, b):\n    return a + b\n\nThis function adds two numbers.",
+     "def add(a, b):\n    return a + b\n"),
+    ("```java\nint f() { return 1; }\n```\n```python\ndef f():\n    return 1\n```\nUsage:\n```python\nprint(f())\n```",
+     "def f():\n    return 1\n"),
+    ("```python\ndef g(x):\n    return x +", "def g(x):\n    return x +\n"),
+    ("x = int(input())\ndef h(): return 2", "def h(): return 2\n"),
+    ("```py\nfrom typing import List\n\n@functools.lru_cache\ndef fib(n: int) -> int:\n    return n if n < 2 else "
+     "fib(n - 1) + fib(n - 2)\n\nfor i in range(3):\n    print(fib(i))\n```",
+     "from typing import List\n\n@functools.lru_cache\ndef fib(n: int) -> int:\n    return n if n < 2 else "
+     "fib(n - 1) + fib(n - 2)\n"),
+]
+
+
+@pytest.mark.parametrize("output,code", CASES)
+def test_extract_code_from_messy_output(output, code):
+    assert extract_code(output) == code
+
+
+def test_entry_function_matching():
+    code = "def helper(x):\n    return x\n\ndef greatest_common_divisor(a, b):\n    return helper(a)\n"
+    assert entry_function(code, "greatest_common_divisor", "greatestCommonDivisor") == "greatest_common_divisor"
+    camel = code.replace("greatest_common_divisor", "greatestCommonDivisor")
+    assert entry_function(camel, "greatest_common_divisor", "greatestCommonDivisor") == "greatestCommonDivisor"
+    assert entry_function(code, "other", "other") == "helper"
+    assert entry_function("print('no functions')\n", "f", "f") is None
+    assert entry_function("def broken(:\n    pass\ndef f(x): return x\n", "f", "f") == "f"
