@@ -24,6 +24,22 @@ def write_json_atomic(path: Path, data: dict) -> None:
         raise
 
 
+def read_json_file(path: Path, default_name: str, fmt: str, what: str) -> dict:
+    """Read a result file (or ``default_name`` inside a folder) and check its ``format``."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / default_name
+    if not path.exists():
+        raise NoseError(f"no {default_name} at {path}; pass a folder written by {what}")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise NoseError(f"{path} is not valid JSON ({e.msg})") from None
+    if data.get("format") != fmt:
+        raise NoseError(f"{path} is not a {what} file (format {data.get('format')!r}, expected {fmt})")
+    return data
+
+
 def check_output_dir(path: Path) -> None:
     """Fail early, creating nothing, if ``path`` cannot become a writable folder."""
     path = Path(path)

@@ -34,3 +34,19 @@ def test_entry_function_matching():
     assert entry_function(code, "other", "other") == "helper"
     assert entry_function("print('no functions')\n", "f", "f") is None
     assert entry_function("def broken(:\n    pass\ndef f(x): return x\n", "f", "f") == "f"
+
+
+def test_generation_stops_once_a_code_block_is_closed():
+    import torch
+
+    from nose.evaluate.generation import CodeBlockClosed
+    from nose.testing import tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    prompt = tok("Translate:", return_tensors="pt").input_ids
+    texts = ["```python\ndef f(a, b):\n    return a\n```", "```python\ndef f(a, b):\n", "```\nx = 1\n```"]
+    rows = [torch.cat([prompt[0], tok(t, return_tensors="pt").input_ids[0]]) for t in texts]
+    width = max(len(r) for r in rows)
+    batch = torch.stack([torch.nn.functional.pad(r, (0, width - len(r)), value=tok.pad_token_id) for r in rows])
+    stop = CodeBlockClosed(tok, prompt.shape[1])(batch, None)
+    assert stop.tolist() == [True, False, False]

@@ -52,3 +52,10 @@ def test_unknown_dtype_and_unavailable_cuda(saved_tiny):
     if not torch.cuda.is_available():
         with pytest.raises(NoseError, match="CUDA is not available"):
             load_model(path, device="cuda")
+
+
+def test_corrupt_weights_fail_with_one_line(saved_tiny):
+    path = saved_tiny("llama")
+    (path / "model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(NoseError, match="cannot load model .*: Error while deserializing header"):
+        load_model(str(path))

@@ -38,6 +38,22 @@ def parse_layers(text: str | None) -> list[int]:
         raise NoseError(f"layer list {text!r} is not a comma-separated list of integers (e.g. 3,5,7)") from None
 
 
+def stderr_console():
+    """(console on stderr, a ``log(msg)`` that prints one plain line there)."""
+    from rich.console import Console
+
+    err = Console(stderr=True)
+    return err, (lambda msg: err.print(msg, highlight=False))
+
+
+def progress_bar(console):
+    """The progress display every long command uses (on stderr, gone when done)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=console, transient=True)
+
+
 def quiet_transformers() -> None:
     """Hide transformers' own loading bars and advice; the command reports its progress itself."""
     from transformers.utils import logging

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from nose.cli.common import (DeviceMapOpt, DeviceOpt, DtypeOpt, JsonOpt, Mode, ModelOpt, parse_layers,
-                             quiet_transformers, user_errors)
+                             progress_bar, quiet_transformers, stderr_console, user_errors)
 from nose.errors import NoseError
 
 
@@ -45,9 +45,6 @@ def evaluate(
     json_out: JsonOpt = False,
 ) -> None:
     """Translate G-TransEval Java to Python, test it in a sandbox, and measure cost."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from nose.evaluate.benchmark import find_root, load_benchmark, select
     from nose.evaluate.generation import DEFAULT_SYSTEM, GenerationConfig, PromptConfig
     from nose.evaluate.run import SAMPLES, EvalConfig
@@ -55,8 +52,7 @@ def evaluate(
     from nose.files import check_output_dir
     from nose.model.loading import load_model, resolve_model
 
-    err = Console(stderr=True)
-    log = (lambda msg: err.print(msg, highlight=False))
+    err, log = stderr_console()
     check_output_dir(out)
     path = benchmark or (Path(os.environ["NOSE_BENCHMARK"]) if os.environ.get("NOSE_BENCHMARK") else None)
     if path is None:
@@ -79,8 +75,7 @@ def evaluate(
         + (f", attention off in layers {sorted(config.drop_attention)}" if config.drop_attention else ""))
     created = not out.exists()
     try:
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=err, transient=True) as progress:
+        with progress_bar(err) as progress:
             results = run_evaluation(lm, samples, prompt, gen, config, out, str(root), progress)
     except BaseException:
         if created and not (out / SAMPLES).exists():

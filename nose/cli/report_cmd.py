@@ -50,18 +50,19 @@ def report(
         typer.echo(json.dumps(table, indent=2))
         return
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     t = Table(title="nose report")
     t.add_column("metric")
     for label in labels:
         t.add_column(label, justify="right")
-    from nose.report.compare import _fmt
+    from nose.report.compare import fmt
 
     for row in table["rows"]:
-        cells = [_fmt(row["values"][0])] + [_fmt(v) + ("" if d is None else f" ({d:+.1f}%)")
+        cells = [fmt(row["values"][0])] + [fmt(v) + ("" if d is None else f" ({d:+.1f}%)")
                                             for v, d in zip(row["values"][1:], row["delta_percent"][1:])]
-        t.add_row(row["metric"], *cells)
+        t.add_row(escape(row["metric"]), *cells)
     Console().print(t)
     if out is not None:
         typer.echo(f"wrote {out / 'report.md'}")

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from nose.cli.common import (DeviceMapOpt, DeviceOpt, DtypeOpt, JsonOpt, Mode, ModelOpt, parse_layers,
-                             quiet_transformers, user_errors)
+                             progress_bar, quiet_transformers, stderr_console, user_errors)
 from nose.errors import NoseError
 
 
@@ -49,16 +49,13 @@ def search(
     json_out: JsonOpt = False,
 ) -> None:
     """Rank attention sublayers by transfer entropy and select the ones to remove (NOSE)."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from nose.files import check_output_dir
     from nose.model.loading import load_model, resolve_model
     from nose.search.calibration import build_calibration
     from nose.search.greedy import SearchConfig, nose_search
     from nose.search.record import FILENAME, read_record
 
-    err = Console(stderr=True)
+    err, log = stderr_console()
     out = out or _default_out(model)
     check_output_dir(out)
     existing = out / FILENAME
@@ -70,7 +67,6 @@ def search(
     config = SearchConfig(steps=steps, mode=mode.value, target=target, protect=parse_layers(protect),
                           protect_layer0=not allow_layer0, seed=seed, bootstrap=bootstrap, batch_size=batch_size)
 
-    log = (lambda msg: err.print(msg, highlight=False))
     quiet_transformers()
     ref = resolve_model(model, log=log)  # config only: bad settings fail before weights load
     config.validate(ref.num_layers)
@@ -84,8 +80,7 @@ def search(
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     try:
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=err, transient=True) as progress:
+        with progress_bar(err) as progress:
             record = nose_search(lm, calib, config, out_dir=out, resume=previous, progress=progress)
     except BaseException:
         if created and not (out / FILENAME).exists():
@@ -102,6 +97,8 @@ def search(
     if json_out:
         typer.echo(json.dumps(summary, indent=2))
         return
+    from rich.console import Console
+
     _print_table(record, Console())
     Console().print(f"order: {record['order']}\nwrote {out / FILENAME} and {', '.join(p.name for p in plots)}")
 

@@ -6,15 +6,19 @@ chat template get it as one user message (plus the system message, if set); othe
 plain text followed by ``Python:``.
 
 Backends: ``transformers`` (default: batched, left padding, greedy unless a temperature is
-given, ``n`` samples per prompt for pass@k) and ``vllm`` (optional extra, GPU).
+given, ``n`` samples per prompt for pass@k; a completion ends once it has closed a fenced
+block that holds a ``def``, see :class:`CodeBlockClosed`) and ``vllm`` (optional extra, GPU;
+it runs to the token limit or end of sequence).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
 
 from nose.errors import NoseError
 
@@ -59,6 +63,7 @@ class GenerationConfig:
     batch_size: int = 8
     seed: int = 0
     backend: str = "transformers"  # or vllm
+    stop_at_code: bool = True  # end a completion once it has closed a fenced block holding a def
 
     def validate(self) -> None:
         if self.n < 1:
@@ -69,6 +74,25 @@ class GenerationConfig:
             raise NoseError("--max-new-tokens and --batch-size must be at least 1")
         if self.backend not in ("transformers", "vllm"):
             raise NoseError(f"unknown backend {self.backend!r}; choose transformers or vllm")
+
+
+_CLOSED_DEF_BLOCK = re.compile(r"```[^\n]*\n(?:(?!```).)*\bdef\s(?:(?!```).)*```", re.S)
+
+
+class CodeBlockClosed(StoppingCriteria):
+    """Per-sequence stop once the new text holds a closed fenced block with a ``def``.
+
+    Chat models like to explain their code at length after the block; the tests and the
+    metrics only read the code, so the rest is generation time spent for nothing.
+    """
+
+    def __init__(self, tokenizer, prompt_len: int):
+        self.tokenizer = tokenizer
+        self.prompt_len = prompt_len
+
+    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
+        texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_len:], skip_special_tokens=True)
+        return torch.tensor([bool(_CLOSED_DEF_BLOCK.search(t)) for t in texts], device=input_ids.device)
 
 
 @torch.no_grad()
@@ -87,7 +111,9 @@ def generate_transformers(model, tokenizer, prompts: list[str], config: Generati
                          max_new_tokens=config.max_new_tokens, do_sample=sampling,
                          temperature=config.temperature if sampling else None,
                          top_p=config.top_p if sampling else None, top_k=None,
-                         num_return_sequences=config.n, pad_token_id=pad)
+                         num_return_sequences=config.n, pad_token_id=pad,
+                         stopping_criteria=StoppingCriteriaList(
+                             [CodeBlockClosed(tokenizer, enc["input_ids"].shape[1])] if config.stop_at_code else []))
     new = out[:, enc["input_ids"].shape[1]:]
     texts = tokenizer.batch_decode(new, skip_special_tokens=True)
     return [texts[i * config.n:(i + 1) * config.n] for i in range(len(prompts))]

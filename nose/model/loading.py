@@ -12,6 +12,7 @@ models larger than one GPU.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import re
 import socket
@@ -151,11 +152,8 @@ def _resolve_hub(repo_id: str) -> tuple[str, dict, dict, str]:
 def load_config(spec_path: str, kwargs: dict):
     from transformers import AutoConfig
 
-    if "gguf_file" in kwargs:
-        try:
-            import gguf  # noqa: F401
-        except ImportError:
-            raise NoseError("loading a .gguf file needs the gguf package: pip install 'nose-prune[gguf]'") from None
+    if "gguf_file" in kwargs and importlib.util.find_spec("gguf") is None:
+        raise NoseError("loading a .gguf file needs the gguf package: pip install 'nose-prune[gguf]'")
     try:
         return AutoConfig.from_pretrained(spec_path, **kwargs)
     except (OSError, ValueError, KeyError) as e:
@@ -205,7 +203,7 @@ def load_model(spec: "str | ModelRef", dtype: str = "auto", device: str = "auto"
     place = {"device_map": device_map} if device_map else {}
     try:
         model = AutoModelForCausalLM.from_pretrained(ref.path, dtype=torch_dtype, **ref.kwargs, **place)
-    except (OSError, ValueError) as e:
+    except Exception as e:  # corrupt or incomplete weights surface as many exception types
         raise NoseError(f"cannot load model {ref.spec}: {str(e).splitlines()[0]}") from None
     if not device_map:
         model.to(dev)

@@ -6,7 +6,6 @@ change in percent against it.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import matplotlib
@@ -14,22 +13,12 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from nose.errors import NoseError  # noqa: E402
+from nose.files import read_json_file  # noqa: E402
 
 
 def load_run(path: Path) -> dict:
-    path = Path(path)
-    if path.is_dir():
-        path = path / "results.json"
-    if not path.exists():
-        raise NoseError(f"no results.json at {path}; pass a folder written by nose evaluate")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise NoseError(f"{path} is not valid JSON ({e.msg})") from None
-    if data.get("format") != "nose.evaluate/1":
-        raise NoseError(f"{path} is not a nose evaluate result")
-    return data
+    """A ``results.json`` (or the one inside a folder)."""
+    return read_json_file(path, "results.json", "nose.evaluate/1", "nose evaluate")
 
 
 def _get(d: dict, *keys):
@@ -79,12 +68,13 @@ def comparison(runs: list[dict], names: list[str]) -> dict:
     return {"columns": names, "rows": out, "devices": devices}
 
 
-def _fmt(v) -> str:
+def fmt(v) -> str:
+    """A table cell: integers and values from 1000 up with thousands separators, else 2 decimals."""
     if v is None:
         return "-"
-    if isinstance(v, int) or float(v).is_integer() and abs(v) >= 100:
-        return f"{int(v):,}"
-    return f"{v:.3g}" if abs(v) >= 1000 else f"{v:.2f}"
+    if isinstance(v, int) or abs(v) >= 1000:
+        return f"{v:,.0f}"
+    return f"{v:.2f}"
 
 
 def to_markdown(table: dict) -> str:
@@ -92,9 +82,9 @@ def to_markdown(table: dict) -> str:
     head = "| metric | " + " | ".join(cols[:1] + [f"{c} (Δ%)" for c in cols[1:]]) + " |"
     lines = [head, "|---|" + "---:|" * len(cols)]
     for row in table["rows"]:
-        cells = [_fmt(row["values"][0])]
+        cells = [fmt(row["values"][0])]
         for v, d in zip(row["values"][1:], row["delta_percent"][1:]):
-            cells.append(_fmt(v) + ("" if d is None else f" ({d:+.1f}%)"))
+            cells.append(fmt(v) + ("" if d is None else f" ({d:+.1f}%)"))
         lines.append(f"| {row['metric']} | " + " | ".join(cells) + " |")
     devices = sorted({d for d in table["devices"] if d})
     if devices:

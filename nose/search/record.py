@@ -11,13 +11,13 @@ calibration and settings (all but ``steps``) match.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import platform
 import subprocess
 from pathlib import Path
 
 from nose import __version__
 from nose.errors import NoseError
+from nose.files import read_json_file
 
 
 FORMAT = "nose.search/1"
@@ -53,18 +53,8 @@ def new_record(model: dict, calibration: dict, settings: dict) -> dict:
 
 
 def read_record(path: Path) -> dict:
-    path = Path(path)
-    if path.is_dir():
-        path = path / FILENAME
-    if not path.exists():
-        raise NoseError(f"no search file at {path}")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise NoseError(f"{path} is not valid JSON ({e.msg})") from None
-    if data.get("format") != FORMAT:
-        raise NoseError(f"{path} is not a nose search file (format {data.get('format')!r}, expected {FORMAT})")
-    return data
+    """A ``search.json`` (or the one inside a folder)."""
+    return read_json_file(path, FILENAME, FORMAT, "nose search")
 
 
 def check_resumable(previous: dict, model: dict, calibration: dict, settings: dict) -> None:
