@@ -128,8 +128,10 @@ def run_python(code: str, limits: Limits = Limits(), python: str = sys.executabl
                 except ProcessLookupError:
                     pass
                 proc.wait()
-        return Outcome(None if timed_out else proc.returncode, _read(out_path), _read(err_path), timed_out,
-                       time.perf_counter() - t0)
+        # the CPU-seconds limit (SIGXCPU) is a timeout as much as the wall clock
+        cpu_out = proc.returncode == -signal.SIGXCPU
+        return Outcome(None if timed_out or cpu_out else proc.returncode, _read(out_path), _read(err_path),
+                       timed_out or cpu_out, time.perf_counter() - t0)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
