@@ -10,6 +10,25 @@ from pathlib import Path
 from nose.errors import NoseError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def publish_permissions(path: Path) -> None:
+    """Give a file (0666) or folder tree (0777 for folders) the user's umask, as open() would;
+    temp files and folders start private (0600/0700)."""
+    mask = _umask()
+    path = Path(path)
+    if path.is_dir():
+        os.chmod(path, 0o777 & ~mask)
+        for child in path.iterdir():
+            publish_permissions(child)
+    else:
+        os.chmod(path, 0o666 & ~mask)
+
+
 def write_json_atomic(path: Path, data: dict) -> None:
     """Write via a temp file in the same folder and rename, so readers never see half a file."""
     path = Path(path)
@@ -18,6 +37,7 @@ def write_json_atomic(path: Path, data: dict) -> None:
         with os.fdopen(fd, "w") as f:
             json.dump(data, f, indent=2)
             f.write("\n")
+        publish_permissions(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -5,10 +5,12 @@ import typer
 from nose.cli.evaluate_cmd import evaluate
 from nose.cli.report_cmd import report
 from nose.cli.search_cmd import search
+from nose.cli.shrink_cmd import shrink
 
 app = typer.Typer(help="nose: remove the attention sublayers of decoder LLMs that matter least (NOSE).",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 app.command()(search)
+app.command()(shrink)
 app.command()(evaluate)
 app.command()(report)
 

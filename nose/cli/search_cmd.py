@@ -69,7 +69,7 @@ def search(
 
     quiet_transformers()
     ref = resolve_model(model, log=log)  # config only: bad settings fail before weights load
-    config.validate(ref.num_layers)
+    config.validate(ref.num_layers, ref.absent_attention)
     tokenizer = ref.load_tokenizer()
     calib = build_calibration(tokenizer, calibration, samples=samples, seq_len=seq_len, seed=seed,
                               pack=pack, text_field=text_field, log=log)

@@ -23,7 +23,7 @@ import time
 import torch
 import torch.nn as nn
 
-from nose.model.adapters import FamilyAdapter
+from nose.model.adapters import FamilyAdapter, is_noop_attention
 from nose.model.switches import SwitchedAttention
 
 
@@ -34,8 +34,9 @@ def _unique_params(module: nn.Module) -> dict[int, torch.Tensor]:
 def active_attention_layers(model: nn.Module, adapter: FamilyAdapter) -> list[int]:
     layers = adapter.layers_of(model)
     return [i for i, layer in enumerate(layers)
-            if not (isinstance(adapter.attention_of(layer), SwitchedAttention)
-                    and _is_off(adapter.attention_of(layer)))]
+            if not is_noop_attention(adapter.attention_of(layer))
+            and not (isinstance(adapter.attention_of(layer), SwitchedAttention)
+                     and _is_off(adapter.attention_of(layer)))]
 
 
 def _is_off(switched: SwitchedAttention) -> bool:

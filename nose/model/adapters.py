@@ -52,9 +52,15 @@ def _get(module: nn.Module, path: str) -> nn.Module:
     return module
 
 
+# "nemotron-nas": checkpoints exported by nose shrink (llama layout, some attention no-ops).
 ADAPTERS: dict[str, FamilyAdapter] = {
-    name: FamilyAdapter(family=name) for name in ("llama", "mistral", "qwen2", "qwen3")
+    name: FamilyAdapter(family=name) for name in ("llama", "mistral", "qwen2", "qwen3", "nemotron-nas")
 }
+
+
+def is_noop_attention(module: nn.Module) -> bool:
+    """True for the attention stand-in of a layer whose attention an export removed."""
+    return bool(getattr(module, "is_noop", False))
 
 
 def supported_families() -> list[str]:

@@ -92,6 +92,15 @@ def _weight_files(folder: Path) -> list[Path]:
     return [p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".gguf")]
 
 
+def _own_remote_code(folder: Path) -> dict:
+    """Trust a checkpoint's remote code only when it is, byte for byte, what nose shrink ships."""
+    shipped = Path(__file__).resolve().parents[1] / "shrink" / "remote"
+    files = sorted(shipped.glob("*.py"))
+    if files and all((folder / f.name).exists() and (folder / f.name).read_bytes() == f.read_bytes() for f in files):
+        return {"trust_remote_code": True}
+    return {}
+
+
 def _hub_reachable(timeout: float = 3.0) -> bool:
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
         return False
@@ -116,7 +125,7 @@ def _resolve(spec: str, log) -> tuple[str, dict, dict, str]:
             return str(path.parent), {"gguf_file": path.name}, {"kind": "gguf", "path": str(path.resolve())}, \
                 sha256_file(path)
         if (path / "config.json").exists():
-            return str(path), {}, {"kind": "folder", "path": str(path.resolve())}, \
+            return str(path), _own_remote_code(path), {"kind": "folder", "path": str(path.resolve())}, \
                 weights_fingerprint(_weight_files(path))
         ggufs = sorted(path.glob("*.gguf"))
         if len(ggufs) == 1:
@@ -175,6 +184,12 @@ class ModelRef:
     @property
     def num_layers(self) -> int:
         return self.config.num_hidden_layers
+
+    @property
+    def absent_attention(self) -> list[int]:
+        """Layers whose attention an earlier export removed (nemotron-nas block_configs)."""
+        blocks = getattr(self.config, "block_configs", None) or []
+        return [i for i, b in enumerate(blocks) if b["attention"]["no_op"]]
 
     def load_tokenizer(self):
         from transformers import AutoTokenizer

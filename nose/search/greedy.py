@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from nose.errors import NoseError
+from nose.model.adapters import is_noop_attention
 from nose.model.loading import LoadedModel
 from nose.model.switches import MODES, attention_switched, check_layer_indices
 from nose.search.calibration import CalibrationSet
@@ -43,7 +44,8 @@ class SearchConfig:
     bootstrap: int = 200  # bootstrap replicates per step; 0 = no intervals
     batch_size: int = 4  # calibration rows per forward; bounds the prefix cache
 
-    def validate(self, num_layers: int) -> Target:
+    def validate(self, num_layers: int, absent: list[int] = ()) -> Target:
+        """Check against the model; ``absent``: layers whose attention an export already removed."""
         if self.mode not in MODES:
             raise NoseError(f"unknown mode {self.mode!r}; choose one of {', '.join(MODES)}")
         if self.batch_size < 1:
@@ -52,7 +54,7 @@ class SearchConfig:
             raise NoseError(f"--bootstrap must be 0 or more, got {self.bootstrap}")
         target = Target.parse(self.target, num_layers)
         check_layer_indices(self.protect, num_layers, what="--protect layer")
-        n_cand = len(self.candidates(num_layers, target))
+        n_cand = len([i for i in self.candidates(num_layers, target) if i not in absent])
         if self.steps < 1:
             raise NoseError(f"--steps must be at least 1, got {self.steps}")
         if self.steps > n_cand:
@@ -149,7 +151,9 @@ def nose_search(lm: LoadedModel, calib: CalibrationSet, config: SearchConfig, ou
     ``resume``: a previous record; its steps are kept and the search continues from them.
     ``progress``: a ``rich.progress.Progress`` to report on, or None for silence.
     """
-    target = config.validate(lm.num_layers)
+    layers = lm.adapter.layers_of(lm.model)
+    absent = [i for i, layer in enumerate(layers) if is_noop_attention(lm.adapter.attention_of(layer))]
+    target = config.validate(lm.num_layers, absent)
     if out_dir is not None:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
     settings = config.settings()
@@ -161,7 +165,7 @@ def nose_search(lm: LoadedModel, calib: CalibrationSet, config: SearchConfig, ou
     record["settings"]["steps"] = config.steps
     removed = [s["selected"] for s in record["steps"]]
     runner = PrefixRunner(lm.model, lm.adapter, target)
-    candidates_all = config.candidates(lm.num_layers, target)
+    candidates_all = [i for i in config.candidates(lm.num_layers, target) if i not in absent]
     n_batches = -(-calib.samples // config.batch_size)
     task = progress.add_task("search", total=config.steps * n_batches,
                              completed=len(removed) * n_batches) if progress else None

@@ -1,0 +1,1 @@
+"""Annealed healing, weight folding and export to the serving format (DESIGN.md)."""

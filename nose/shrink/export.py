@@ -1,0 +1,217 @@
+"""Write a slimmer checkpoint in NVIDIA's DeciLM ("nemotron-nas") layout (DESIGN.md, "Export").
+
+- ``config.json``: the source config plus ``architectures: ["DeciLMForCausalLM"]``,
+  ``model_type: "nemotron-nas"``, ``block_configs`` (one per layer; a removed attention has
+  ``no_op: true``, ``n_heads_in_group: null``, ``replace_with_linear: false``), ``rope_theta`` at
+  the top level, and ``auto_map`` to the remote code shipped beside the weights.
+- weights: sharded safetensors without the q/k/v/o tensors and the input norm of removed
+  layers. Exactness: Qwen2's q/k/v biases are written with ``attention_bias: true`` and a zero
+  ``o_proj.bias`` (the layout has one switch for all four); tied embeddings stay tied; families
+  the layout cannot express (per-head q/k norms, sliding windows) are refused.
+- ``double`` is folded: from the first ``double`` layer on, every output projection (attention
+  ``o_proj``, MLP ``down_proj``) is divided by 2^(number of ``double`` layers up to it), so the
+  residual stream is the double model's divided by that power of two and the final RMSNorm,
+  scale-free up to its epsilon, gives the same output. ``thesis`` is refused.
+- atomic: written into a temporary folder beside the target and renamed at the end; an existing
+  target is never touched unless ``overwrite``, and then replaced only after the new one is
+  complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from nose.errors import NoseError
+from nose.files import publish_permissions, write_json_atomic
+from nose.model.loading import LoadedModel
+from nose.model.switches import SwitchedAttention, check_layer_indices
+
+REMOTE = Path(__file__).parent / "remote"
+SHARD_BYTES = 2 * 1024 ** 3
+
+
+def find_multiple(n: int, k: int) -> int:
+    return n if n % k == 0 else n + k - n % k
+
+
+def ffn_mult_for(intermediate: int, hidden: int) -> float:
+    """The ``ffn_mult`` that readers turn back into ``intermediate``, or a clear error."""
+    mult = round(intermediate * 3 / (2 * hidden), 6)
+    if find_multiple(int(2 * mult * hidden / 3), 256) != intermediate:
+        raise NoseError(f"the MLP width {intermediate} cannot be expressed in the DeciLM layout (readers derive "
+                        f"find_multiple(int(2*ffn_mult*{hidden}/3), 256), a multiple of 256)")
+    return mult
+
+
+def rope_theta(config) -> float:
+    params = getattr(config, "rope_parameters", None) or {}
+    theta = params.get("rope_theta") if isinstance(params, dict) else None
+    theta = theta or getattr(config, "rope_theta", None)
+    if theta is None:
+        raise NoseError("the model config has no rope_theta; cannot write a checkpoint engines read correctly")
+    return float(theta)
+
+
+def check_exportable(lm: LoadedModel, removed: list[int], mode: str) -> None:
+    cfg = lm.model.config
+    if any(isinstance(m, SwitchedAttention) for m in lm.model.modules()):
+        raise NoseError("the model has attention switches applied; restore them before exporting")
+    if mode == "thesis":
+        raise NoseError("mode 'thesis' (h = x + 2·LN1(x)) needs the input norm and cannot be exported; "
+                        "use skip or double")
+    if mode not in ("skip", "double"):
+        raise NoseError(f"unknown mode {mode!r} for export; choose skip or double")
+    if lm.adapter.family == "qwen3" or hasattr(lm.adapter.attention_of(lm.adapter.layers_of(lm.model)[0]), "q_norm"):
+        raise NoseError("this family normalizes q and k per head (q_norm/k_norm), which the DeciLM layout "
+                        "cannot express; export is refused")
+    if getattr(cfg, "sliding_window", None) and getattr(cfg, "use_sliding_window", True):
+        raise NoseError("this model uses sliding-window attention, which the DeciLM layout cannot express")
+    if getattr(cfg, "mlp_bias", False):
+        raise NoseError("MLP biases cannot be expressed in the DeciLM layout")
+    check_layer_indices(removed, lm.num_layers, what="removed layer")
+    if not removed:
+        raise NoseError("no layers to remove: pass at least one layer")
+    ffn_mult_for(cfg.intermediate_size, cfg.hidden_size)
+    if 0 in removed:
+        warnings.warn("layer 0's attention is removed: llama.cpp reads the head size from layer 0 and refuses "
+                      "such a checkpoint, and vLLM/SGLang may mishandle it", stacklevel=2)
+
+
+def _attention_bias(lm: LoadedModel) -> bool:
+    attn = lm.adapter.attention_of(lm.adapter.layers_of(lm.model)[0])
+    return any(getattr(getattr(attn, p, None), "bias", None) is not None for p in ("q_proj", "k_proj", "v_proj", "o_proj"))
+
+
+def export_state_dict(lm: LoadedModel, removed: list[int], mode: str) -> dict[str, torch.Tensor]:
+    """The tensors of the exported checkpoint (llama names), folded for ``double``."""
+    removed_set = set(removed)
+    layers_path = lm.adapter.layers
+    bias = _attention_bias(lm)
+    tied = bool(getattr(lm.model.config, "tie_word_embeddings", False))
+    out: dict[str, torch.Tensor] = {}
+    scale = 1.0
+    for name, tensor in lm.model.state_dict().items():
+        t = tensor.detach().to("cpu").contiguous()
+        if tied and name == "lm_head.weight":
+            continue
+        if name.startswith(layers_path + "."):
+            idx = int(name[len(layers_path) + 1:].split(".")[0])
+            local = name[len(layers_path) + 1 + len(str(idx)) + 1:]
+            if idx in removed_set and (local.startswith(lm.adapter.attention + ".")
+                                       or local.startswith(lm.adapter.attn_norm + ".")):
+                continue
+            if mode == "double":
+                doubles_upto = sum(1 for r in removed if r <= idx)
+                scale = 2.0 ** doubles_upto
+                if scale != 1.0 and (local.startswith(f"{lm.adapter.attention}.o_proj.")
+                                     or local.startswith(f"{lm.adapter.mlp}.down_proj.")):
+                    t = (t.to(torch.float64) / scale).to(t.dtype)
+        out[name] = t
+    if bias:
+        for i in range(lm.num_layers):
+            key = f"{layers_path}.{i}.{lm.adapter.attention}.o_proj.bias"
+            if i not in removed_set and key not in out:
+                weight = out[f"{layers_path}.{i}.{lm.adapter.attention}.o_proj.weight"]
+                out[key] = torch.zeros(weight.shape[0], dtype=weight.dtype)
+    return out
+
+
+def export_config(lm: LoadedModel, removed: list[int]) -> dict:
+    cfg = lm.model.config
+    d = cfg.to_dict()
+    heads, kv = cfg.num_attention_heads, getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+    mult = ffn_mult_for(cfg.intermediate_size, cfg.hidden_size)
+    blocks = []
+    for i in range(lm.num_layers):
+        off = i in removed
+        blocks.append({"attention": {"n_heads_in_group": None if off else heads // kv, "no_op": off,
+                                     "replace_with_linear": False},
+                       "ffn": {"ffn_mult": mult, "no_op": False, "replace_with_linear": False}})
+    for key in ("layer_types", "use_sliding_window", "sliding_window", "max_window_layers", "_name_or_path"):
+        d.pop(key, None)
+    d.update({"architectures": ["DeciLMForCausalLM"], "model_type": "nemotron-nas", "block_configs": blocks,
+              "rope_theta": rope_theta(cfg), "attention_bias": _attention_bias(lm), "mlp_bias": False,
+              "auto_map": {"AutoConfig": "configuration_decilm.DeciLMConfig",
+                           "AutoModelForCausalLM": "modeling_decilm.DeciLMForCausalLM"}})
+    return d
+
+
+def write_shards(state: dict[str, torch.Tensor], folder: Path, shard_bytes: int = SHARD_BYTES) -> list[str]:
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for name, t in state.items():
+        n = t.numel() * t.element_size()
+        if shards[-1] and size + n > shard_bytes:
+            shards.append({})
+            size = 0
+        shards[-1][name] = t
+        size += n
+    if len(shards) == 1:
+        save_file(shards[0], folder / "model.safetensors", metadata={"format": "pt"})
+        return ["model.safetensors"]
+    names = [f"model-{k + 1:05d}-of-{len(shards):05d}.safetensors" for k in range(len(shards))]
+    index = {"metadata": {"total_size": sum(t.numel() * t.element_size() for t in state.values())},
+             "weight_map": {}}
+    for fname, shard in zip(names, shards):
+        save_file(shard, folder / fname, metadata={"format": "pt"})
+        index["weight_map"].update({k: fname for k in shard})
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+    return names
+
+
+def export_checkpoint(lm: LoadedModel, removed: list[int], out: Path, mode: str = "skip",
+                      provenance: dict | None = None, overwrite: bool = False,
+                      shard_bytes: int = SHARD_BYTES) -> Path:
+    """Export ``lm`` with the attention of ``removed`` taken out; returns the folder."""
+    removed = sorted(removed)
+    check_exportable(lm, removed, mode)
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise NoseError(f"{out} exists; choose another --out or pass --overwrite")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    try:
+        state = export_state_dict(lm, removed, mode)
+        files = write_shards(state, tmp, shard_bytes)
+        (tmp / "config.json").write_text(json.dumps(export_config(lm, removed), indent=2, default=str))
+        for f in REMOTE.glob("*.py"):
+            shutil.copy(f, tmp / f.name)
+        if lm.tokenizer is not None:
+            lm.tokenizer.save_pretrained(tmp)
+        if getattr(lm.model, "generation_config", None) is not None:
+            lm.model.generation_config.save_pretrained(tmp)
+        before = lm.num_layers
+        write_json_atomic(tmp / "nose.json", {
+            "format": "nose.checkpoint/1", "source_model": lm.provenance(), "removed_attention": removed,
+            "mode": mode, "attention_layers": f"{before} -> {before - len(removed)}", "files": files,
+            **(provenance or {})})
+        publish_permissions(tmp)
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def removed_bytes(lm: LoadedModel, removed: list[int]) -> int:
+    """Bytes of the tensors that an export without folding drops (q/k/v/o and input norms)."""
+    layers = lm.adapter.layers_of(lm.model)
+    total = 0
+    for i in removed:
+        for module in (lm.adapter.attention_of(layers[i]), lm.adapter.attn_norm_of(layers[i])):
+            total += sum(p.numel() * p.element_size() for p in module.parameters())
+    return total

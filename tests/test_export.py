@@ -1,0 +1,145 @@
+import json
+import warnings
+
+import pytest
+import torch
+from safetensors import safe_open
+from transformers import AutoModelForCausalLM
+
+from nose.errors import NoseError
+from nose.model.loading import from_module, load_model
+from nose.model.switches import attention_switched
+from nose.shrink.export import export_checkpoint, ffn_mult_for, find_multiple, removed_bytes
+from nose.testing import tiny_model, tiny_tokenizer
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return tiny_tokenizer()
+
+
+def make(family, tok, **kw):
+    model = tiny_model(family, vocab_size=len(tok), intermediate_size=256, **kw)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("bias"):
+                p.normal_(0, 0.5)  # non-zero q/k/v biases, so dropping one would show
+    return from_module(model, tok)
+
+
+def tensors(folder):
+    out = {}
+    for f in sorted(folder.glob("*.safetensors")):
+        with safe_open(f, "pt") as st:
+            out.update({k: st.get_tensor(k) for k in st.keys()})
+    return out
+
+
+@pytest.mark.parametrize("family,tied", [("llama", False), ("llama", True), ("qwen2", False)])
+@pytest.mark.parametrize("mode,removed", [("skip", [2, 4]), ("double", [1, 3])])
+def test_export_reload_parity_and_cache(family, tied, mode, removed, tok, tmp_path):
+    lm = make(family, tok, tie_word_embeddings=tied)
+    ids = torch.randint(0, len(tok), (2, 9))
+    with torch.no_grad(), attention_switched(lm.model, removed, mode):
+        want = lm.model(ids).logits
+    folder = export_checkpoint(lm, removed, tmp_path / "out", mode)
+    back = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True, dtype=torch.float32).eval()
+    with torch.no_grad():
+        got = back(ids).logits
+        cached = back.generate(ids, max_new_tokens=10, do_sample=False, use_cache=True, pad_token_id=0)
+        uncached = back.generate(ids, max_new_tokens=10, do_sample=False, use_cache=False, pad_token_id=0)
+    if mode == "skip":
+        assert torch.equal(got, want)
+    else:  # folding is exact up to the final RMSNorm's epsilon
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    assert torch.equal(cached, uncached)
+    via_nose = load_model(str(folder))
+    assert via_nose.adapter.family == "nemotron-nas" and via_nose.num_layers == 6
+
+
+def test_safetensors_hold_exactly_the_expected_tensors(tok, tmp_path):
+    lm = make("llama", tok)
+    removed = [1, 4]
+    folder = export_checkpoint(lm, removed, tmp_path / "out", "skip")
+    saved = tensors(folder)
+    original = lm.model.state_dict()
+    dropped = {k for k in original if any(k.startswith(f"model.layers.{i}.{part}")
+                                          for i in removed for part in ("self_attn.", "input_layernorm."))}
+    assert set(saved) == set(original) - dropped
+    assert all(torch.equal(saved[k], original[k]) for k in saved)
+    before = sum(t.numel() * t.element_size() for t in original.values())
+    after = sum(t.numel() * t.element_size() for t in saved.values())
+    assert before - after == removed_bytes(lm, removed) > 0
+    cfg = json.loads((folder / "config.json").read_text())
+    assert cfg["architectures"] == ["DeciLMForCausalLM"] and cfg["model_type"] == "nemotron-nas"
+    assert cfg["rope_theta"] == 10000.0
+    for i, block in enumerate(cfg["block_configs"]):
+        att = block["attention"]
+        assert set(att) == {"n_heads_in_group", "no_op", "replace_with_linear"}
+        assert att["no_op"] == (i in removed) and att["replace_with_linear"] is False
+        assert att["n_heads_in_group"] == (None if i in removed else 2)
+        ffn = block["ffn"]
+        assert find_multiple(int(2 * ffn["ffn_mult"] * 64 / 3), 256) == 256 and ffn["no_op"] is False
+    meta = json.loads((folder / "nose.json").read_text())
+    assert meta["removed_attention"] == removed and meta["attention_layers"] == "6 -> 4"
+    assert (folder / "tokenizer.json").exists() and (folder / "generation_config.json").exists()
+
+
+def test_tied_embeddings_and_qwen2_biases_are_expressed_exactly(tok, tmp_path):
+    tied = export_checkpoint(make("llama", tok, tie_word_embeddings=True), [2], tmp_path / "tied", "skip")
+    assert "lm_head.weight" not in tensors(tied)
+    assert json.loads((tied / "config.json").read_text())["tie_word_embeddings"] is True
+    q = export_checkpoint(make("qwen2", tok), [2], tmp_path / "qwen2", "skip")
+    saved = tensors(q)
+    assert json.loads((q / "config.json").read_text())["attention_bias"] is True
+    assert torch.equal(saved["model.layers.1.self_attn.o_proj.bias"], torch.zeros(64))
+    assert "model.layers.2.self_attn.q_proj.bias" not in saved
+
+
+@pytest.mark.parametrize("intermediate,hidden", [(4864, 896), (1536, 576), (11008, 4096), (8960, 1536)])
+def test_ffn_mult_round_trips_real_widths(intermediate, hidden):
+    mult = ffn_mult_for(intermediate, hidden)
+    assert find_multiple(int(2 * mult * hidden / 3), 256) == intermediate
+
+
+def test_refusals(tok, tmp_path):
+    lm = make("llama", tok)
+    with pytest.raises(NoseError, match="thesis.*cannot be exported"):
+        export_checkpoint(lm, [2], tmp_path / "a", "thesis")
+    with pytest.raises(NoseError, match="q_norm/k_norm"):
+        export_checkpoint(make("qwen3", tok), [2], tmp_path / "b", "skip")
+    with pytest.raises(NoseError, match="MLP width 128 cannot be expressed"):
+        export_checkpoint(from_module(tiny_model("llama", vocab_size=len(tok)), tok), [2], tmp_path / "c", "skip")
+    with pytest.raises(NoseError, match="repeat"):
+        export_checkpoint(lm, [2, 2], tmp_path / "d", "skip")
+    with pytest.raises(NoseError, match="out of range"):
+        export_checkpoint(lm, [9], tmp_path / "e", "skip")
+    with attention_switched(lm.model, [1]), pytest.raises(NoseError, match="restore them before exporting"):
+        export_checkpoint(lm, [1], tmp_path / "f", "skip")
+    with pytest.warns(UserWarning, match="layer 0's attention is removed"):
+        export_checkpoint(lm, [0], tmp_path / "g", "skip")
+    assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no temp folders left
+
+
+def test_existing_folder_is_never_half_overwritten(tok, tmp_path, monkeypatch):
+    lm = make("llama", tok)
+    out = export_checkpoint(lm, [2], tmp_path / "out", "skip")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(NoseError, match="exists"):
+        export_checkpoint(lm, [3], out, "skip")
+
+    import nose.shrink.export as export
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(export, "save_file", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        export_checkpoint(lm, [3], out, "skip", overwrite=True)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        monkeypatch.undo()
+        export_checkpoint(lm, [3], out, "skip", overwrite=True)
+    assert json.loads((out / "nose.json").read_text())["removed_attention"] == [3]

@@ -1,0 +1,85 @@
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from nose.cli.app import app
+
+runner = CliRunner()
+SMALL = ["--samples", "8", "--val-samples", "2", "--seq-len", "32", "--batch-size", "2"]
+
+
+@pytest.fixture
+def model(saved_tiny):
+    return saved_tiny("llama", intermediate_size=256)
+
+
+def shrink(*args):
+    return runner.invoke(app, ["shrink", *map(str, args)])
+
+
+def test_shrink_with_healing_writes_a_loadable_checkpoint(model, tmp_path):
+    out = tmp_path / "ckpt"
+    res = shrink("--model", model, "--layers", "3,2", "--steps", 4, *SMALL, "--out", out, "--json")
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout)
+    assert summary["removed_attention"] == [2, 3] and summary["tokens"] > 0
+    meta = json.loads((out / "nose.json").read_text())
+    assert meta["healing"]["steps"] == 4 and meta["healing"]["loss"] == "kd"
+    assert (out / "healing_curve.png").exists()
+    search = runner.invoke(app, ["search", "--model", str(out), "--out", str(tmp_path / "s"), "--steps", "3",
+                                 "--samples", "4", "--seq-len", "32", "--json"])
+    assert search.exit_code == 0, search.output
+    assert not {2, 3} & set(json.loads(search.stdout)["order"])  # removed layers are not candidates again
+
+
+def test_shrink_from_search_file(model, tmp_path):
+    s = runner.invoke(app, ["search", "--model", str(model), "--out", str(tmp_path / "s"), "--steps", "3",
+                            "--samples", "4", "--seq-len", "32", "--json"])
+    order = json.loads(s.stdout)["order"]
+    res = shrink("--model", model, "--search", tmp_path / "s", "--k", 2, "--steps", 0, "--out", tmp_path / "c")
+    assert res.exit_code == 0, res.output
+    meta = json.loads((tmp_path / "c" / "nose.json").read_text())
+    assert meta["removed_attention"] == sorted(order[:2]) and meta["k"] == 2
+    bad = shrink("--model", model, "--search", tmp_path / "s", "--k", 5, "--steps", 0, "--out", tmp_path / "d")
+    assert bad.exit_code == 2 and "--k 5 is out of range" in bad.stderr and not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--layers", "2,2"], "repeat"),
+    (["--layers", "7"], "out of range"),
+    (["--layers", ""], "--layers is empty"),
+    (["--layers", "2", "--mode", "thesis"], "cannot be exported"),
+    (["--layers", "2", "--data", "/nonexistent/data.jsonl"], "does not exist"),
+    (["--layers", "2", "--loss", "mse"], "unknown loss"),
+    ([], "exactly one of --layers and --search"),
+])
+def test_bad_inputs(args, message, model, tmp_path):
+    out = tmp_path / "never"
+    res = shrink("--model", model, *args, "--steps", 2, *SMALL, "--out", out)
+    assert res.exit_code == 2, res.output
+    assert message in res.stderr and res.stderr.strip().count("\n") == 0, res.stderr
+    assert not out.exists()
+
+
+def test_search_from_another_model_and_empty_data(model, saved_tiny, tmp_path):
+    other = saved_tiny("qwen2", intermediate_size=256)
+    runner.invoke(app, ["search", "--model", str(other), "--out", str(tmp_path / "s"), "--steps", "1",
+                        "--samples", "4", "--seq-len", "32"])
+    res = shrink("--model", model, "--search", tmp_path / "s", "--k", 1, "--out", tmp_path / "x")
+    assert res.exit_code == 2 and "search file is for model" in res.stderr
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    res = shrink("--model", model, "--layers", "2", "--data", empty, *SMALL, "--out", tmp_path / "y")
+    assert res.exit_code == 2 and "is empty" in res.stderr
+
+
+def test_unwritable_and_existing_targets(model, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    res = shrink("--model", model, "--layers", "2", "--steps", 0, "--out", blocker / "x")
+    assert res.exit_code == 2 and "not writable" in res.stderr
+    ok = shrink("--model", model, "--layers", "2", "--steps", 0, "--out", tmp_path / "c")
+    assert ok.exit_code == 0, ok.output
+    again = shrink("--model", model, "--layers", "3", "--steps", 0, "--out", tmp_path / "c")
+    assert again.exit_code == 2 and "exists" in again.stderr
