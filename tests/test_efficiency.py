@@ -60,7 +60,10 @@ def test_kv_cache_bytes_per_token():
 
 
 def test_speed_reports_units_and_device():
-    out = speed(tiny_model("llama"), prompt_len=16, new_tokens=4, batches=(1, 2), repeats=1)
+    model = tiny_model("llama")
+    with attention_switched(model, [0, 3]):  # decoding through skipped layers' cache placeholders
+        speed(model, prompt_len=8, new_tokens=3, batches=(2,), repeats=1)
+    out = speed(model, prompt_len=16, new_tokens=4, batches=(1, 2), repeats=1)
     assert out["prefill_ms"] > 0 and set(out["decode_tokens_per_s"]) == {"1", "2"}
     assert all(v > 0 for v in out["decode_tokens_per_s"].values())
     assert out["device"].startswith("cpu") and out["peak_rss_bytes"]["1"] > 0

@@ -7,6 +7,7 @@ from nose.errors import NoseError
 from nose.model.loading import from_module
 from nose.model.switches import SwitchedAttention, attention_switched
 from nose.search.calibration import build_calibration
+from nose.shrink.data import TrainingRows, assistant_mask, build_training_rows
 from nose.shrink.healing import HealConfig, blend_at, heal, loss_value, validation_loss
 from nose.testing import tiny_model, tiny_tokenizer
 
@@ -15,7 +16,9 @@ from nose.testing import tiny_model, tiny_tokenizer
 def data():
     tok = tiny_tokenizer()
     cal = build_calibration(tok, "stdlib", samples=12, seq_len=32)
-    return tok, (cal.input_ids[:8], cal.attention_mask[:8]), (cal.input_ids[8:], cal.attention_mask[8:])
+    rows = TrainingRows(cal.input_ids, cal.attention_mask, cal.attention_mask.clone())
+    train, val = rows.split(4)
+    return tok, train, val
 
 
 def test_linear_and_epoch_schedules():
@@ -45,12 +48,42 @@ def test_kd_healing_lowers_the_kd_loss_of_the_removed_model(data):
                               for part in ("mlp.", "post_attention_layernorm.")), name
 
 
-@pytest.mark.parametrize("loss", ["ce", "ce+kd", "gem"])
-def test_other_losses_train(loss, data):
-    tok, train, val = data
+@pytest.mark.parametrize("loss,train", [("ce", "all"), ("ce+kd", "all"), ("gem", "default"), ("kd", "lora")])
+def test_other_losses_and_trainables(loss, train, data):
+    tok, rows, val = data
     lm = from_module(tiny_model("qwen2", vocab_size=len(tok), intermediate_size=256), tok)
-    history = heal(lm, [1], "double", train, val, HealConfig(steps=3, loss=loss, train="all"))
+    names = set(lm.model.state_dict())
+    history = heal(lm, [1], "double", rows, val, HealConfig(steps=3, loss=loss, train=train, lr=1e-2))
     assert len(history.steps) == 3 and all(torch.isfinite(torch.tensor(s["loss"])) for s in history.steps)
+    assert set(lm.model.state_dict()) == names  # LoRA merged and unloaded: the same tensors as before
+
+
+def test_lora_changes_only_the_changed_layers_mlp(data):
+    tok, rows, val = data
+    lm = from_module(tiny_model("llama", vocab_size=len(tok), intermediate_size=256), tok)
+    before = {k: v.clone() for k, v in lm.model.state_dict().items()}
+    heal(lm, [2], "skip", rows, val, HealConfig(steps=3, loss="kd", train="lora", lr=1e-2))
+    changed = {k for k, v in lm.model.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed and all(k.startswith("model.layers.2.mlp.") for k in changed)
+
+
+def test_chat_rows_supervise_assistant_tokens_only(tmp_path):
+    import json
+
+    tok = tiny_tokenizer()
+    msgs = [{"role": "user", "content": "translate int f()"}, {"role": "assistant", "content": "def f(): pass"}]
+    ids, mask = assistant_mask(tok, msgs)
+    assistant = tok.decode([t for t, m in zip(ids, mask) if m])
+    assert "def f(): pass" in assistant and "translate" not in assistant
+    path = tmp_path / "chat.jsonl"
+    path.write_text("\n".join(json.dumps({"messages": msgs}) for _ in range(5)))
+    rows = build_training_rows(tok, str(path), samples=4, seq_len=64)
+    assert len(rows) == 4 and 0 < int(rows.loss_mask.sum()) < int(rows.attention_mask.sum())
+    logits = torch.randn(*rows.input_ids.shape, len(tok))
+    cfg = HealConfig(loss="ce")
+    only = loss_value(cfg, logits, rows.input_ids, rows.attention_mask, loss_mask=rows.loss_mask)
+    every = loss_value(cfg, logits, rows.input_ids, rows.attention_mask)
+    assert only.item() != pytest.approx(every.item())
 
 
 def test_gem_and_kd_formulas():
@@ -81,6 +114,37 @@ def test_nan_guard_fires_and_restores(data):
 
 def test_bad_settings():
     for kw, msg in [(dict(loss="mse"), "unknown loss"), (dict(schedule="cosine"), "unknown schedule"),
-                    (dict(train="lora"), "unknown --train"), (dict(alpha=2.0), "--alpha")]:
+                    (dict(train="bitfit"), "unknown --train"), (dict(alpha=2.0), "--alpha")]:
         with pytest.raises(NoseError, match=msg):
             HealConfig(**kw).validate()
+
+
+def test_resume_equals_an_uninterrupted_run(data, tmp_path, monkeypatch):
+    import nose.shrink.healing as healing
+
+    tok, rows, val = data
+    cfg = HealConfig(steps=6, loss="kd", lr=1e-2, batch_size=2)
+    full = from_module(tiny_model("llama", vocab_size=len(tok), intermediate_size=256), tok)
+    heal(full, [2], "skip", rows, val, cfg, state_path=tmp_path / "a.pt", save_every=3)
+
+    lm = from_module(tiny_model("llama", vocab_size=len(tok), intermediate_size=256), tok)
+    real, calls = healing.loss_value, []
+
+    def killed_at_step_5(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 5:  # the process dies in step 5; the state saved after step 3 survives
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(healing, "loss_value", killed_at_step_5)
+    with pytest.raises(KeyboardInterrupt):
+        heal(lm, [2], "skip", rows, val, cfg, state_path=tmp_path / "b.pt", save_every=3)
+    monkeypatch.setattr(healing, "loss_value", real)
+    lm = from_module(tiny_model("llama", vocab_size=len(tok), intermediate_size=256), tok)  # a new process
+    history = heal(lm, [2], "skip", rows, val, cfg, state_path=tmp_path / "b.pt", save_every=3, resume=True)
+    assert [s["step"] for s in history.steps] == [1, 2, 3, 4, 5, 6]
+    for (name, p), q in zip(full.model.named_parameters(), lm.model.parameters()):
+        assert torch.equal(p, q), name
+    other = HealConfig(steps=6, loss="ce", batch_size=2)
+    with pytest.raises(NoseError, match="cannot resume healing"):
+        heal(lm, [2], "skip", rows, val, other, state_path=tmp_path / "b.pt", resume=True)

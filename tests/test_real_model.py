@@ -52,3 +52,22 @@ def test_generation_with_cache_on_real_weights_layer0_off(smol):
         a = smol.model.generate(ids, max_new_tokens=8, do_sample=False, use_cache=True)
         b = smol.model.generate(ids, max_new_tokens=8, do_sample=False, use_cache=False)
     assert torch.equal(a, b)
+
+
+def test_export_parity_on_real_weights(smol, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from nose.shrink.export import export_checkpoint
+
+    ids = smol.tokenizer("def add(a, b):\n    return a + b\n", return_tensors="pt").input_ids
+    for mode, removed in [("skip", [24, 27, 28]), ("double", [20, 24])]:
+        with torch.no_grad(), attention_switched(smol.model, removed, mode):
+            want = smol.model(ids).logits
+        folder = export_checkpoint(smol, removed, tmp_path / mode, mode)
+        back = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True, dtype=torch.float32).eval()
+        with torch.no_grad():
+            got = back(ids).logits
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4 if mode == "double" else 0)
+        a = back.generate(ids, max_new_tokens=6, do_sample=False, use_cache=True)
+        b = back.generate(ids, max_new_tokens=6, do_sample=False, use_cache=False)
+        assert torch.equal(a, b)

@@ -83,3 +83,19 @@ def test_unwritable_and_existing_targets(model, tmp_path):
     assert ok.exit_code == 0, ok.output
     again = shrink("--model", model, "--layers", "3", "--steps", 0, "--out", tmp_path / "c")
     assert again.exit_code == 2 and "exists" in again.stderr
+
+
+def test_data_parallel_healing_with_two_processes(model, tmp_path):
+    """Two CPU processes (gloo DDP through accelerate), launched the way multi-GPU runs are."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    torchrun = str(Path(sys.executable).with_name("torchrun"))
+    out = tmp_path / "ddp"
+    done = subprocess.run([torchrun, "--nproc_per_node", "2", "-m", "nose", "shrink", "--device", "cpu",
+                           "--model", str(model), "--layers", "2,3", "--steps", "3", *SMALL, "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    meta = json.loads((out / "nose.json").read_text())
+    assert meta["healing"]["processes"] == 2 and meta["removed_attention"] == [2, 3]

@@ -45,7 +45,8 @@ def shrink(
     temperature: Annotated[float, typer.Option(help="KD temperature.")] = 2.0,
     beta: Annotated[float, typer.Option(help="GEM beta.")] = 0.7,
     train: Annotated[str, typer.Option(help="Trainable parameters: default (MLP + post-attention norm of "
-                                            "the changed layers) or all.")] = "default",
+                                            "the changed layers), all, or lora (adapters on those MLPs, "
+                                            "merged at the end).")] = "default",
     lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-4,
     batch_size: Annotated[int, typer.Option(help="Rows per optimizer step.")] = 4,
     data: Annotated[str, typer.Option(help="Healing text: stdlib, a text/.jsonl file or a folder.")] = "stdlib",
@@ -55,6 +56,8 @@ def shrink(
     seq_len: Annotated[int, typer.Option(help="Tokens per row.")] = 128,
     seed: Annotated[int, typer.Option(help="Data order seed.")] = 0,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue healing from the state saved beside --out.")] = False,
+    save_every: Annotated[int, typer.Option(help="Save the healing state every N steps.")] = 25,
     dtype: DtypeOpt = "auto",
     device: DeviceOpt = "auto",
     device_map: DeviceMapOpt = None,
@@ -64,7 +67,7 @@ def shrink(
     from nose.files import check_output_dir
     from nose.model.loading import load_model, resolve_model
     from nose.model.switches import check_layer_indices
-    from nose.search.calibration import build_calibration
+    from nose.shrink.data import build_training_rows
     from nose.shrink.export import check_exportable, export_checkpoint
     from nose.shrink.healing import HealConfig, heal
 
@@ -93,23 +96,31 @@ def shrink(
     tokenizer = ref.load_tokenizer()
     train_rows = val_rows = None
     if steps > 0:
-        calib = build_calibration(tokenizer, data, samples=samples + val_samples, seq_len=seq_len, seed=seed,
-                                  text_field=text_field, log=log)
-        if calib.samples < 2:
-            raise NoseError(f"healing data {data} gives {calib.samples} row(s); need a training and a validation row")
-        n_val = max(1, min(val_samples, calib.samples // 5))
-        train_rows = (calib.input_ids[:-n_val], calib.attention_mask[:-n_val])
-        val_rows = (calib.input_ids[-n_val:], calib.attention_mask[-n_val:])
+        rows = build_training_rows(tokenizer, data, samples=samples + val_samples, seq_len=seq_len, seed=seed,
+                                   text_field=text_field, log=log)
+        if len(rows) < 2:
+            raise NoseError(f"healing data {data} gives {len(rows)} row(s); need a training and a validation row")
+        train_rows, val_rows = rows.split(max(1, min(val_samples, len(rows) // 5)))
     lm = load_model(ref, dtype=dtype, device=device, device_map=device_map, tokenizer=tokenizer, log=log)
     check_exportable(lm, removed, mode.value)
     log(f"attention layers: {lm.num_layers} -> {lm.num_layers - len(removed)} (removing {removed}, mode {mode.value})")
+    state = out.parent / f".{out.name}.healing-state.pt"
+    if resume and not state.exists():
+        raise NoseError(f"--resume: no healing state at {state}")
     with progress_bar(err) as progress:
-        history = heal(lm, removed, mode.value, train_rows, val_rows, config, progress)
-    healing = {"healing": {**asdict(config), "tokens": history.tokens, "seconds": round(history.seconds, 1),
-                           "data": data if steps else None, "train_rows": 0 if train_rows is None else len(train_rows[0]),
+        history = heal(lm, removed, mode.value, train_rows, val_rows, config, progress,
+                       state_path=state if steps else None, save_every=save_every, resume=resume)
+    from accelerate import PartialState
+
+    if not PartialState().is_main_process:  # under `accelerate launch`, one process exports
+        return
+    healing = {"healing": {**asdict(config), "tokens": history.tokens * history.processes,
+                           "processes": history.processes, "seconds": round(history.seconds, 1),
+                           "data": data if steps else None, "train_rows": 0 if train_rows is None else len(train_rows),
                            "validation": history.validation, "final_train_loss":
                                history.steps[-1]["loss"] if history.steps else None}}
     folder = export_checkpoint(lm, removed, out, mode.value, {**provenance, **healing}, overwrite=overwrite)
+    state.unlink(missing_ok=True)  # exported: the healing state is no longer needed
     if history.steps:
         from nose.report.heal_plots import plot_healing
 

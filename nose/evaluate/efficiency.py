@@ -9,13 +9,14 @@
   attention rule) and the analytic count;
 - weight bytes, KV-cache bytes per token (active attention layers × 2 × kv heads × head dim ×
   dtype size);
-- speed: prefill latency of one ``prompt_len`` prompt (median of runs), decode tokens/s at
-  batch 1 and a larger batch (decode time = generate time − prefill time), peak memory during
-  generation (CUDA max allocated, or the process's peak RSS sampled every 10 ms on CPU).
+- speed: prefill latency of one ``prompt_len`` prompt (median of runs), greedy decode tokens/s
+  with a KV cache at batch 1 and a larger batch (timed apart from the prefill), peak memory during
+  prefill + decode (CUDA max allocated, or the process's peak RSS sampled every 10 ms on CPU).
 """
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import threading
 import time
@@ -171,49 +172,51 @@ def _sync(device: torch.device) -> None:
 @torch.no_grad()
 def speed(model: nn.Module, prompt_len: int = 256, new_tokens: int = 32, batches: tuple[int, ...] = (1, 8),
           repeats: int = 3) -> dict:
+    """Prefill latency (batch 1, median of ``repeats``) and greedy decode speed per batch size.
+
+    Decode is timed on its own: after a prefill that fills the KV cache, ``new_tokens`` single-token
+    forwards with the cache (the work of one generation step each), so prefill time never leaks into
+    tokens/s. Peak memory covers prefill and decode of each batch size.
+    """
     device = next(model.parameters()).device
     vocab = model.config.vocab_size
     g = torch.Generator().manual_seed(0)
 
-    def prefill(batch: int) -> float:
-        ids = torch.randint(0, vocab, (batch, prompt_len), generator=g).to(device)
-        model(input_ids=ids, use_cache=True)  # warm-up
-        times = []
-        for _ in range(repeats):
-            _sync(device)
-            t0 = time.perf_counter()
-            model(input_ids=ids, use_cache=True)
-            _sync(device)
-            times.append(time.perf_counter() - t0)
-        return statistics.median(times)
+    def prompt(batch: int) -> torch.Tensor:
+        return torch.randint(0, vocab, (batch, prompt_len), generator=g).to(device)
 
-    out = {"device": _device_name(device), "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
-           "prompt_len": prompt_len, "new_tokens": new_tokens,
-           "prefill_ms": 1000 * prefill(1), "decode_tokens_per_s": {}}
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-    for batch in batches:
-        t_pre = prefill(batch)
-        ids = torch.randint(0, vocab, (batch, prompt_len), generator=g).to(device)
-        tracker = _PeakRSS() if device.type != "cuda" else None
+    ids = prompt(1)
+    model(input_ids=ids, use_cache=True)  # warm-up
+    times = []
+    for _ in range(repeats):
         _sync(device)
         t0 = time.perf_counter()
-        if tracker:
-            with tracker:
-                model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
-                               min_new_tokens=new_tokens, do_sample=False, pad_token_id=0)
-        else:
-            model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
-                           min_new_tokens=new_tokens, do_sample=False, pad_token_id=0)
+        model(input_ids=ids, use_cache=True)
         _sync(device)
-        t_gen = time.perf_counter() - t0
-        out["decode_tokens_per_s"][str(batch)] = batch * (new_tokens - 1) / max(t_gen - t_pre, 1e-9)
-        if tracker:
+        times.append(time.perf_counter() - t0)
+    out = {"device": _device_name(device), "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+           "prompt_len": prompt_len, "new_tokens": new_tokens, "prefill_ms": 1000 * statistics.median(times),
+           "decode_tokens_per_s": {}}
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    for batch in batches:
+        tracker = _PeakRSS() if device.type != "cuda" else contextlib.nullcontext()
+        with tracker:
+            step = model(input_ids=prompt(batch), use_cache=True)
+            cache, nxt = step.past_key_values, step.logits[:, -1:].argmax(-1)
+            _sync(device)
+            t0 = time.perf_counter()
+            for _ in range(new_tokens):
+                step = model(input_ids=nxt, past_key_values=cache, use_cache=True)
+                nxt = step.logits[:, -1:].argmax(-1)
+            _sync(device)
+            elapsed = time.perf_counter() - t0
+        out["decode_tokens_per_s"][str(batch)] = batch * new_tokens / elapsed
+        if device.type != "cuda":
             out.setdefault("peak_rss_bytes", {})[str(batch)] = tracker.peak
+        del cache, step
     if device.type == "cuda":
         out["peak_cuda_allocated_bytes"] = torch.cuda.max_memory_allocated(device)
-        out["cuda_allocated_before_bytes"] = base
     return out
 
 

@@ -14,7 +14,11 @@ frozen copy of the original model), ``ce+kd`` (``(1 − α)·ce + α·kd``, α =
 ``q = softmax(z / β)`` held constant).
 
 Trainable parameters: ``default`` — the MLP and post-attention norm of the layers that lose
-attention; ``all``. fp32 on CPU; on CUDA, bf16 autocast over fp32 master weights. Gradients are
+attention; ``all``; ``lora`` — peft LoRA adapters on those layers' MLP projections, merged into
+the weights when training ends. fp32 on CPU; on CUDA, bf16 autocast over fp32 master weights.
+Training runs through accelerate: ``accelerate launch --multi_gpu -m nose shrink ...`` (or
+``torchrun --nproc_per_node N -m nose shrink ...``) trains one replica per process (DDP, each on
+its own shard of the data order) and the main process exports. Gradients are
 clipped; a non-finite loss or gradient stops training with an error (and nothing is exported).
 """
 
@@ -22,8 +26,10 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -31,10 +37,11 @@ import torch.nn.functional as F
 from nose.errors import NoseError
 from nose.model.loading import LoadedModel
 from nose.model.switches import AttentionSwitch
+from nose.shrink.data import TrainingRows
 
 LOSSES = ("ce", "kd", "ce+kd", "gem")
 SCHEDULES = ("linear", "epoch")
-TRAINABLE = ("default", "all")
+TRAINABLE = ("default", "all", "lora")
 
 
 @dataclass
@@ -46,7 +53,8 @@ class HealConfig:
     alpha: float = 0.2  # weight of kd in ce+kd
     temperature: float = 2.0  # kd temperature
     beta: float = 0.7  # gem
-    train: str = "default"
+    train: str = "default"  # default | all | lora (rank-16 adapters on the changed layers' MLP, merged at the end)
+    lora_rank: int = 16
     lr: float = 1e-4
     batch_size: int = 4
     grad_clip: float = 1.0
@@ -58,7 +66,7 @@ class HealConfig:
         if self.schedule not in SCHEDULES:
             raise NoseError(f"unknown schedule {self.schedule!r}; choose linear or epoch")
         if self.train not in TRAINABLE:
-            raise NoseError(f"unknown --train {self.train!r}; choose default or all")
+            raise NoseError(f"unknown --train {self.train!r}; choose default, all or lora")
         if self.steps < 0 or self.epochs < 1 or self.batch_size < 1:
             raise NoseError("--steps must be 0 or more, --epochs and --batch-size at least 1")
         if not 0.0 <= self.alpha <= 1.0:
@@ -76,14 +84,17 @@ def blend_at(step: int, config: HealConfig) -> float:
     return 1.0 - (epoch + 1) / config.epochs
 
 
-def _shift(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor):
-    """Predicting logits (N, V), their targets (N,), for the counted next tokens."""
-    keep = (mask[:, 1:] * mask[:, :-1]).bool()
-    return logits[:, :-1][keep], ids[:, 1:][keep], keep
+def _next_token(mask: torch.Tensor, target_mask: torch.Tensor) -> torch.Tensor:
+    """(B, T−1) bool: positions that predict a next token which counts."""
+    return (mask[:, :-1] * target_mask[:, 1:]).bool()
 
 
-def loss_value(config: HealConfig, logits, ids, mask, teacher_logits=None) -> torch.Tensor:
-    z, y, keep = _shift(logits.float(), ids, mask)
+def loss_value(config: HealConfig, logits, ids, mask, teacher_logits=None, loss_mask=None) -> torch.Tensor:
+    """The healing loss. ``mask``: real tokens (kd uses all); ``loss_mask``: the tokens ``ce`` and
+    ``gem`` learn (assistant turns of chat data; default: all real tokens)."""
+    logits = logits.float()
+    sup = _next_token(mask, mask if loss_mask is None else loss_mask)
+    z, y = logits[:, :-1][sup], ids[:, 1:][sup]
     if config.loss == "gem":
         logp = F.log_softmax(z, -1)
         q = F.softmax(z.detach() / config.beta, -1)
@@ -92,20 +103,35 @@ def loss_value(config: HealConfig, logits, ids, mask, teacher_logits=None) -> to
     if config.loss == "ce":
         return ce
     t = config.temperature
-    zt = teacher_logits.float()[:, :-1][keep]
-    kd = F.kl_div(F.log_softmax(z / t, -1), F.log_softmax(zt / t, -1), log_target=True,
+    every = _next_token(mask, mask)
+    kd = F.kl_div(F.log_softmax(logits[:, :-1][every] / t, -1),
+                  F.log_softmax(teacher_logits.float()[:, :-1][every] / t, -1), log_target=True,
                   reduction="batchmean") * t * t
     return kd if config.loss == "kd" else (1 - config.alpha) * ce + config.alpha * kd
 
 
 def trainable_parameters(lm: LoadedModel, removed: list[int], which: str) -> list[torch.nn.Parameter]:
     if which == "all":
-        params = list(lm.model.parameters())
-    else:
-        layers = lm.adapter.layers_of(lm.model)
-        params = [p for i in removed for name in (lm.adapter.mlp, lm.adapter.mlp_norm)
-                  for p in layers[i].get_submodule(name).parameters()]
-    return params
+        return list(lm.model.parameters())
+    if which == "lora":
+        return [p for name, p in lm.model.named_parameters() if "lora_" in name]
+    layers = lm.adapter.layers_of(lm.model)
+    return [p for i in removed for name in (lm.adapter.mlp, lm.adapter.mlp_norm)
+            for p in layers[i].get_submodule(name).parameters()]
+
+
+def add_lora(lm: LoadedModel, removed: list[int], rank: int):
+    """Inject LoRA adapters (peft) into the MLP projections of the changed layers."""
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError:
+        raise NoseError("--train lora needs peft: pip install peft") from None
+    layers = lm.adapter.layers_of(lm.model)
+    targets = [f"{lm.adapter.layers}.{i}.{lm.adapter.mlp}.{name}" for i in removed
+               for name, mod in layers[i].get_submodule(lm.adapter.mlp).named_children()
+               if isinstance(mod, torch.nn.Linear)]
+    return get_peft_model(lm.model, LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0,
+                                               target_modules=targets))
 
 
 @dataclass
@@ -113,61 +139,113 @@ class HealHistory:
     steps: list[dict] = field(default_factory=list)  # step, blend, loss, grad_norm
     validation: list[dict] = field(default_factory=list)  # epoch, step, blend, loss
     seconds: float = 0.0
-    tokens: int = 0
+    tokens: int = 0  # seen by this process
+    processes: int = 1  # data-parallel replicas (accelerate launch)
 
 
-def _batches(ids: torch.Tensor, mask: torch.Tensor, batch: int, seed: int):
+def _batches(rows: TrainingRows, batch: int, seed: int):
+    """Endless shuffled batches of (ids, attention mask, loss mask); the order depends on the seed only."""
     g = torch.Generator().manual_seed(seed)
     while True:
-        order = torch.randperm(ids.shape[0], generator=g)
+        order = torch.randperm(len(rows), generator=g)
         for k in range(0, len(order) - batch + 1 if len(order) >= batch else 1, batch):
             sel = order[k:k + batch]
-            yield ids[sel], mask[sel]
+            yield rows.input_ids[sel], rows.attention_mask[sel], rows.loss_mask[sel]
 
 
-def heal(lm: LoadedModel, removed: list[int], mode: str, train: tuple[torch.Tensor, torch.Tensor],
-         val: tuple[torch.Tensor, torch.Tensor], config: HealConfig, progress=None) -> HealHistory:
-    """Train in place; on return the model's weights are healed and no switch is left applied."""
+def _save_state(path: Path, step: int, params, opt, history: HealHistory, config: HealConfig,
+                removed: list[int]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"step": step, "params": [p.detach().cpu() for p in params], "optimizer": opt.state_dict(),
+                "history": asdict(history), "config": asdict(config), "removed": removed}, tmp)
+    os.replace(tmp, path)
+
+
+def _load_state(path: Path, params, opt, config: HealConfig, removed: list[int]) -> tuple[int, HealHistory]:
+    state = torch.load(path, weights_only=False)
+    if state["config"] != asdict(config) or state["removed"] != removed:
+        raise NoseError(f"cannot resume healing from {path}: it was made with other settings or layers; "
+                        "remove it or use the same options")
+    with torch.no_grad():
+        for p, saved in zip(params, state["params"]):
+            p.copy_(saved.to(p.device))
+    opt.load_state_dict(state["optimizer"])
+    h = state["history"]
+    return state["step"], HealHistory(h["steps"], h["validation"], h["seconds"], h["tokens"], h["processes"])
+
+
+def heal(lm: LoadedModel, removed: list[int], mode: str, train: TrainingRows, val: TrainingRows,
+         config: HealConfig, progress=None, state_path: Path | None = None, save_every: int = 25,
+         resume: bool = False) -> HealHistory:
+    """Train in place; on return the model's weights are healed and no switch is left applied.
+
+    ``state_path``: where trainable weights, optimizer and history are saved every ``save_every``
+    steps (atomically); with ``resume`` an existing state there is loaded and training goes on from
+    its step with the same data order, so the result equals an uninterrupted run. Resume in a new
+    process with the model loaded from disk: the KD teacher is copied from the model as it is at
+    the call.
+    """
     config.validate()
     history = HealHistory()
     if config.steps == 0:
         return history
+    from accelerate import Accelerator, DistributedDataParallelKwargs
+
     model = lm.model
-    device = lm.device
+    accelerator = Accelerator(cpu=lm.device.type == "cpu",
+                              mixed_precision="bf16" if lm.device.type == "cuda" else "no",
+                              kwargs_handlers=[DistributedDataParallelKwargs(
+                                  find_unused_parameters=config.train == "all")])  # removed attention gets no grad
     teacher = None
     if config.loss in ("kd", "ce+kd"):
         teacher = copy.deepcopy(model).eval().requires_grad_(False)
+    peft_model = add_lora(lm, removed, config.lora_rank) if config.train == "lora" else None
     params = trainable_parameters(lm, removed, config.train)
     originals = {id(p): p.requires_grad for p in model.parameters()}
     model.requires_grad_(False)
     for p in params:
         p.requires_grad_(True)
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast(
-        "cpu", enabled=False)
+    if getattr(model, "hf_device_map", None):  # spread over GPUs by --device-map: train it where it is
+        train_model, device = model, lm.device
+    else:  # one process, or one replica per process under `accelerate launch` (DDP)
+        train_model, opt = accelerator.prepare(model, opt)
+        device = accelerator.device
+        if teacher is not None:
+            teacher.to(device)
+    main = accelerator.is_main_process
+    history.processes = accelerator.num_processes
     steps_per_epoch = math.ceil(config.steps / config.epochs)
-    task = progress.add_task("heal", total=config.steps) if progress else None
-    data = _batches(*train, config.batch_size, config.seed)
-    t0 = time.perf_counter()
+    task = progress.add_task("heal", total=config.steps) if progress and main else None
+    data = _batches(train, config.batch_size, config.seed + accelerator.process_index)
+    start = 0
+    if resume and state_path is not None and Path(state_path).exists():
+        start, history = _load_state(Path(state_path), params, opt, config, removed)
+        for _ in range(start):
+            next(data)
+        if task is not None:
+            progress.update(task, completed=start)
+    t0 = time.perf_counter() - history.seconds
     switch = AttentionSwitch(model, removed, mode, blend=1.0, adapter=lm.adapter)
     try:
         switch.apply()
         model.train()
-        for step in range(config.steps):
+        for step in range(start, config.steps):
             m = blend_at(step, config)
             switch.set_blend(m)
-            ids, mask = (t.to(device) for t in next(data))
-            with autocast:
-                logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+            ids, mask, loss_mask = (t.to(device) for t in next(data))
+            with accelerator.autocast():
+                logits = train_model(input_ids=ids, attention_mask=mask, use_cache=False).logits
                 with torch.no_grad():
                     t_logits = teacher(input_ids=ids, attention_mask=mask, use_cache=False).logits if teacher else None
-                loss = loss_value(config, logits, ids, mask, t_logits)
-            if not torch.isfinite(loss):
+                loss = loss_value(config, logits, ids, mask, t_logits, loss_mask)
+            bad = accelerator.reduce(torch.tensor([0.0 if torch.isfinite(loss) else 1.0], device=device), "sum")
+            if bad.item() > 0:  # every process stops, not only the one that saw it
                 raise NoseError(f"non-finite loss ({loss.item()}) at healing step {step + 1}: training stopped "
                                 "and nothing was exported; lower --lr or check the data")
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            norm = torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+            accelerator.backward(loss)
+            norm = accelerator.clip_grad_norm_(params, config.grad_clip)
             if not torch.isfinite(norm):
                 raise NoseError(f"non-finite gradient at healing step {step + 1}: training stopped and nothing "
                                 "was exported; lower --lr")
@@ -178,28 +256,34 @@ def heal(lm: LoadedModel, removed: list[int], mode: str, train: tuple[torch.Tens
             if (step + 1) % steps_per_epoch == 0 or step + 1 == config.steps:
                 history.validation.append({"epoch": len(history.validation) + 1, "step": step + 1, "blend": m,
                                            "loss": validation_loss(lm, teacher, val, config)})
-            if progress:
+            if main and state_path is not None and ((step + 1) % save_every == 0 or step + 1 == config.steps):
+                history.seconds = time.perf_counter() - t0
+                _save_state(Path(state_path), step + 1, params, opt, history, config, removed)
+            if task is not None:
                 progress.update(task, advance=1, description=f"heal M={m:.2f} loss={value:.3f}")
     finally:
         switch.restore()
+        if peft_model is not None:
+            peft_model.merge_and_unload()  # LoRA folded into the base weights, adapters removed
         model.eval()
         for p in model.parameters():
-            p.requires_grad_(originals[id(p)])
+            p.requires_grad_(originals.get(id(p), False))
         del teacher
     history.seconds = time.perf_counter() - t0
     return history
 
 
 @torch.no_grad()
-def validation_loss(lm: LoadedModel, teacher, val: tuple[torch.Tensor, torch.Tensor], config: HealConfig) -> float:
+def validation_loss(lm: LoadedModel, teacher, val: TrainingRows, config: HealConfig) -> float:
     was_training = lm.model.training
     lm.model.eval()
     total, n = 0.0, 0
-    for k in range(0, val[0].shape[0], config.batch_size):
-        ids, mask = (t[k:k + config.batch_size].to(lm.device) for t in val)
+    for k in range(0, len(val), config.batch_size):
+        ids, mask, loss_mask = (t[k:k + config.batch_size].to(lm.device)
+                                for t in (val.input_ids, val.attention_mask, val.loss_mask))
         logits = lm.model(input_ids=ids, attention_mask=mask, use_cache=False).logits
         t_logits = teacher(input_ids=ids, attention_mask=mask, use_cache=False).logits if teacher else None
-        total += float(loss_value(config, logits, ids, mask, t_logits)) * ids.shape[0]
+        total += float(loss_value(config, logits, ids, mask, t_logits, loss_mask)) * ids.shape[0]
         n += ids.shape[0]
     lm.model.train(was_training)
     return total / max(n, 1)
