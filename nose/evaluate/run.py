@@ -174,6 +174,7 @@ def evaluate(lm: LoadedModel, samples: list[Sample], prompt: PromptConfig, gen: 
     digest = settings_hash(settings)
     done = read_done(out_dir / SAMPLES, digest)
     todo = [s for s in samples if s.id not in done]
+    resumed = len(samples) - len(todo)
     t0 = time.perf_counter()
     rendered = {s.id: prompt.render(lm.tokenizer, s.java_source, s.name, s.python_entry_point) for s in todo}
     todo.sort(key=lambda s: len(rendered[s.id]))  # similar lengths batch with little padding
@@ -206,7 +207,7 @@ def evaluate(lm: LoadedModel, samples: list[Sample], prompt: PromptConfig, gen: 
                "benchmark": {"path": benchmark_root, "samples": len(samples), "ids": [s.id for s in samples]},
                "prompt": asdict(prompt), "generation": asdict(gen), "timeout_s": config.timeout_s,
                "metrics": aggregate(list(done.values()), samples, gen.n), "efficiency": eff,
-               "seconds": round(time.perf_counter() - t0, 1), "versions": versions(),
+               "seconds": round(time.perf_counter() - t0, 1), "resumed_samples": resumed, "versions": versions(),
                "settings_hash": digest}
     write_json_atomic(out_dir / RESULTS, results)
     return results
