@@ -116,7 +116,8 @@ def _resolve(spec: str, log) -> tuple[str, dict, dict, str]:
     """(path or id to load, extra from_pretrained kwargs, source record, weights sha256)."""
     if spec in PRESETS:
         preset = PRESETS[spec]
-        return str(materialize(preset, log)), {}, {"kind": "preset", "preset": spec}, preset.sha256
+        folder = materialize(preset, log)
+        return str(folder), {}, {"kind": "preset", "preset": spec, "path": str(folder)}, preset.sha256
     path = Path(spec).expanduser()
     if path.exists():
         if path.is_file():
