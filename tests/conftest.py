@@ -12,22 +12,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # tests import the oracle from benchmarks/
 
-from nose.testing import tiny_model  # noqa: E402
 
 
 @pytest.fixture(params=["llama", "mistral", "qwen2", "qwen3"])
 def family(request):
     return request.param
-
-
-@pytest.fixture
-def tiny_llama():
-    return tiny_model("llama")
-
-
-@pytest.fixture
-def tiny_qwen2():
-    return tiny_model("qwen2")
 
 
 @pytest.fixture

@@ -145,10 +145,6 @@ class AttentionSwitch:
         self._installed: list[tuple[nn.Module, str, nn.Module, object]] = []
         self._decoder_layers = decoder_layers
 
-    @property
-    def active(self) -> bool:
-        return bool(self._installed)
-
     def apply(self) -> "AttentionSwitch":
         if self._installed:
             raise RuntimeError("switch is already applied")
