@@ -68,21 +68,18 @@ def shrink(
     from nose.model.loading import load_model, resolve_model
     from nose.model.switches import check_layer_indices
     from nose.shrink.data import build_training_rows
-    from nose.shrink.export import check_exportable, export_checkpoint
+    from nose.shrink.export import check_exportable, check_mode, check_target, export_checkpoint
     from nose.shrink.healing import HealConfig, heal
 
     err, log = stderr_console()
     check_output_dir(out)
-    if out.exists() and not overwrite:
-        raise NoseError(f"{out} exists; choose another --out or pass --overwrite")
+    check_target(out, overwrite)
     if (layers is None) == (search is None):
         raise NoseError("pass exactly one of --layers and --search")
     config = HealConfig(steps=steps, epochs=epochs, schedule=schedule, loss=loss, alpha=alpha,
                         temperature=temperature, beta=beta, train=train, lr=lr, batch_size=batch_size, seed=seed)
     config.validate()
-    if mode == Mode.thesis:
-        raise NoseError("mode 'thesis' (h = x + 2·LN1(x)) needs the input norm and cannot be exported; "
-                        "use skip or double")
+    check_mode(mode.value)
     quiet_transformers()
     ref = resolve_model(model, log=log)
     if search is not None:

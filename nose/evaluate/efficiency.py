@@ -25,7 +25,6 @@ import torch
 import torch.nn as nn
 
 from nose.model.adapters import FamilyAdapter, is_noop_attention
-from nose.model.switches import SwitchedAttention
 
 
 def _unique_params(module: nn.Module) -> dict[int, torch.Tensor]:
@@ -33,15 +32,8 @@ def _unique_params(module: nn.Module) -> dict[int, torch.Tensor]:
 
 
 def active_attention_layers(model: nn.Module, adapter: FamilyAdapter) -> list[int]:
-    layers = adapter.layers_of(model)
-    return [i for i, layer in enumerate(layers)
-            if not is_noop_attention(adapter.attention_of(layer))
-            and not (isinstance(adapter.attention_of(layer), SwitchedAttention)
-                     and _is_off(adapter.attention_of(layer)))]
-
-
-def _is_off(switched: SwitchedAttention) -> bool:
-    return not isinstance(switched.blend, torch.Tensor) and switched.blend == 0.0
+    return [i for i, layer in enumerate(adapter.layers_of(model))
+            if not is_noop_attention(adapter.attention_of(layer))]
 
 
 def parameter_counts(model: nn.Module, adapter: FamilyAdapter) -> dict:
@@ -52,10 +44,11 @@ def parameter_counts(model: nn.Module, adapter: FamilyAdapter) -> dict:
         emb.update(_unique_params(head))
     attn: dict[int, torch.Tensor] = {}
     layers = adapter.layers_of(model)
-    for i in active_attention_layers(model, adapter):
+    active = active_attention_layers(model, adapter)
+    for i in active:
         attn.update(_unique_params(adapter.attention_of(layers[i])))
     # a switched-off attention's weights are unused: count them out of the total as well
-    unused = {k for i, layer in enumerate(layers) if i not in active_attention_layers(model, adapter)
+    unused = {k for i, layer in enumerate(layers) if i not in active
               for k in _unique_params(adapter.attention_of(layer))}
     n = lambda d: sum(p.numel() for k, p in d.items() if k not in unused)  # noqa: E731
     weight_bytes = sum(p.numel() * p.element_size() for k, p in total.items() if k not in unused)

@@ -59,7 +59,7 @@ ADAPTERS: dict[str, FamilyAdapter] = {
 
 
 def is_noop_attention(module: nn.Module) -> bool:
-    """True for the attention stand-in of a layer whose attention an export removed."""
+    """True for an attention that does not run: removed by an export, or switched fully off."""
     return bool(getattr(module, "is_noop", False))
 
 

@@ -59,10 +59,14 @@ class SwitchedAttention(nn.Module):
             return self.layer_input
         return 2 * normed  # thesis
 
+    @property
+    def is_noop(self) -> bool:
+        """Fully switched off (M == 0 as a float): the original attention does not run."""
+        return not isinstance(self.blend, torch.Tensor) and self.blend == 0.0
+
     def forward(self, hidden_states: torch.Tensor, *args, **kwargs):
         m = self.blend
-        fully_off = not isinstance(m, torch.Tensor) and m == 0.0
-        if fully_off:
+        if self.is_noop:
             _advance_cache(kwargs.get("past_key_values"), self.original, self.layer_idx,
                            hidden_states, args, kwargs)
             attn = None

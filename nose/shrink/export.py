@@ -60,15 +60,24 @@ def rope_theta(config) -> float:
     return float(theta)
 
 
-def check_exportable(lm: LoadedModel, removed: list[int], mode: str) -> None:
-    cfg = lm.model.config
-    if any(isinstance(m, SwitchedAttention) for m in lm.model.modules()):
-        raise NoseError("the model has attention switches applied; restore them before exporting")
+def check_mode(mode: str) -> None:
     if mode == "thesis":
         raise NoseError("mode 'thesis' (h = x + 2·LN1(x)) needs the input norm and cannot be exported; "
                         "use skip or double")
     if mode not in ("skip", "double"):
         raise NoseError(f"unknown mode {mode!r} for export; choose skip or double")
+
+
+def check_target(out: Path, overwrite: bool) -> None:
+    if Path(out).exists() and not overwrite:
+        raise NoseError(f"{out} exists; choose another --out or pass --overwrite")
+
+
+def check_exportable(lm: LoadedModel, removed: list[int], mode: str) -> None:
+    cfg = lm.model.config
+    if any(isinstance(m, SwitchedAttention) for m in lm.model.modules()):
+        raise NoseError("the model has attention switches applied; restore them before exporting")
+    check_mode(mode)
     if lm.adapter.family == "qwen3" or hasattr(lm.adapter.attention_of(lm.adapter.layers_of(lm.model)[0]), "q_norm"):
         raise NoseError("this family normalizes q and k per head (q_norm/k_norm), which the DeciLM layout "
                         "cannot express; export is refused")
@@ -174,8 +183,7 @@ def export_checkpoint(lm: LoadedModel, removed: list[int], out: Path, mode: str 
     removed = sorted(removed)
     check_exportable(lm, removed, mode)
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise NoseError(f"{out} exists; choose another --out or pass --overwrite")
+    check_target(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
     try:
