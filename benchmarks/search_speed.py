@@ -24,7 +24,8 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.naive_search import naive_search  # noqa: E402
 from nose.model.loading import load_model  # noqa: E402
 from nose.search.calibration import build_calibration  # noqa: E402
-from nose.search.greedy import SearchConfig, nose_search  # noqa: E402
+from nose.search.config import SearchConfig  # noqa: E402
+from nose.search.run import run_search  # noqa: E402
 
 
 def macs_per_token(config, seq_len: int) -> tuple[float, float]:
@@ -67,12 +68,12 @@ def main() -> None:
             torch.cuda.synchronize()
         return result, time.perf_counter() - t0
 
-    fast, t_fast = timed(lambda: nose_search(lm, calib, config))
+    fast, t_fast = timed(lambda: run_search(lm, calib, config))
     naive, t_naive = timed(lambda: naive_search(lm, calib, args.steps, protect=tuple(config.protected()),
                                                 batch_size=args.batch_size))
 
     same = fast["order"] == naive["order"]
-    te_diff = max(abs(c["te"] - naive["steps"][k]["candidates"][c["layer"]])
+    te_diff = max(abs(c["score"] - naive["steps"][k]["candidates"][c["layer"]])
                   for k, s in enumerate(fast["steps"]) for c in s["candidates"])
     layer_macs, head_macs = macs_per_token(lm.model.config, calib.seq_len)
     head_w = head_macs / layer_macs

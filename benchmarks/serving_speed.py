@@ -5,13 +5,23 @@ prefill latency, greedy decode tokens/s with a KV cache at batch 1 and 8, KV-cac
 token, weight bytes and peak memory. Writes ``reports/serving_speed.md``.
 
     python benchmarks/serving_speed.py base=qwen2.5-coder-0.5b k6=runs/qwen-k6-surgery
+
+With ``--shape`` the models are random-weight ones of a real shape (no download): the base is
+built from the config, and for every k > 0 of ``--k`` the attention of its k deepest layers is
+removed by a real export (``nose.shrink.export``) into ``--work-dir``, loaded back like any
+exported checkpoint, measured and deleted:
+
+    python benchmarks/serving_speed.py --shape opencodeinterpreter-6.7b --k 0,4,8,16 --device cuda
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import shutil
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -20,12 +30,59 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from nose.evaluate.efficiency import kv_cache_bytes_per_token, parameter_counts, speed  # noqa: E402
-from nose.model.loading import load_model  # noqa: E402
+from nose.model.loading import LoadedModel, from_module, load_model, resolve_device  # noqa: E402
+from nose.shrink.export import export_checkpoint  # noqa: E402
+from nose.testing import tiny_tokenizer  # noqa: E402
+
+# ../shared/MODELS.md, "Shapes without weights": m-a-p/OpenCodeInterpreter-DS-6.7B.
+SHAPES = {
+    "opencodeinterpreter-6.7b": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+                                     num_attention_heads=32, num_key_value_heads=32, vocab_size=32256,
+                                     max_position_embeddings=16384, rms_norm_eps=1e-6,
+                                     rope_parameters={"rope_type": "linear", "factor": 4.0, "rope_theta": 100000.0}),
+}
+
+
+def random_shape_models(shape: dict, ks: list[int], device: str, dtype: torch.dtype,
+                        work_dir: Path) -> Iterator[tuple[str, str, LoadedModel]]:
+    """(name, spec, model) for the random base (k = 0) and each export without k deepest attentions."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    with torch.device(resolve_device(device)):
+        base = LlamaForCausalLM(LlamaConfig(**shape)).to(dtype).eval()
+    lm = from_module(base, tiny_tokenizer(), spec="random")  # any tokenizer: prompts are random ids
+    for k in ks:
+        if k == 0:
+            yield "k=0", "random weights", lm
+            continue
+        removed = list(range(lm.num_layers - k, lm.num_layers))
+        folder = export_checkpoint(lm, removed, Path(work_dir) / f"k{k}")
+        try:
+            yield f"k={k}", f"export without layers {removed[0]}..{removed[-1]}", load_model(
+                str(folder), dtype=str(dtype).removeprefix("torch."), device=device)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def models(args) -> Iterator[tuple[str, str, LoadedModel]]:
+    if args.shape:
+        with tempfile.TemporaryDirectory(dir=args.work_dir) as tmp:
+            yield from random_shape_models(SHAPES[args.shape], [int(k) for k in args.k.split(",")], args.device,
+                                           getattr(torch, args.dtype), Path(tmp))
+        return
+    for item in args.models:
+        name, _, spec = item.partition("=")
+        yield name, spec, load_model(spec, device=args.device)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("models", nargs="+", help="name=model (preset, folder or exported checkpoint); first is the base")
+    ap.add_argument("models", nargs="*", help="name=model (preset, folder or exported checkpoint); first is the base")
+    ap.add_argument("--shape", choices=sorted(SHAPES), help="random weights of this shape instead of models")
+    ap.add_argument("--k", default="0,4,8,16", help="with --shape: attention layers removed per variant")
+    ap.add_argument("--dtype", default="bfloat16", help="with --shape: weight dtype")
+    ap.add_argument("--work-dir", type=Path, default=None, help="with --shape: where exports are written")
     ap.add_argument("--prompt-len", type=int, default=256)
     ap.add_argument("--new-tokens", type=int, default=32)
     ap.add_argument("--batches", default="1,8")
@@ -35,16 +92,18 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if bool(args.shape) == bool(args.models):
+        ap.error("pass models (name=model ...) or --shape, not both")
     batches = tuple(int(b) for b in args.batches.split(","))
     rows = []
-    for item in args.models:
-        name, _, spec = item.partition("=")
-        lm = load_model(spec, device=args.device)
+    for name, spec, lm in models(args):
         s = speed(lm.model, args.prompt_len, args.new_tokens, batches)
         counts = parameter_counts(lm.model, lm.adapter)
         rows.append((name, spec, lm.num_layers, s, kv_cache_bytes_per_token(lm.model, lm.adapter), counts))
         del lm
         gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
     base = rows[0]
     peak_key = "peak_cuda_allocated_bytes" if "peak_cuda_allocated_bytes" in base[3] else "peak_rss_bytes"
     head = ["model", "prefill [ms]"] + [f"decode b={b} [tok/s]" for b in batches] + \

@@ -24,7 +24,7 @@ def test_search_writes_record_and_plots(saved_tiny, tmp_path):
     assert record["order"] == summary["order"] and record["complete"]
     assert record["calibration"]["samples"] == 4 and len(record["calibration"]["token_ids_sha256"]) == 64
     assert record["model"]["weights_sha256"] and record["versions"]["torch"]
-    for png in ("transfer_entropy.png", "selection_map.png"):
+    for png in ("scores.png", "selection_map.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
     # a finished search is not overwritten by accident; --resume extends it
     again = invoke("--model", model, "--out", out, "--steps", 3, *FAST)

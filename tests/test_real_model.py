@@ -8,7 +8,8 @@ from nose.model.loading import load_model
 from nose.model.presets import PRESETS, fetch_gguf
 from nose.model.switches import attention_switched
 from nose.search.calibration import build_calibration
-from nose.search.greedy import SearchConfig, nose_search
+from nose.search.config import SearchConfig
+from nose.search.run import run_search
 
 pytestmark = pytest.mark.slow
 
@@ -29,12 +30,12 @@ def test_preset_is_the_checked_real_model(smol):
 
 def test_fast_search_equals_naive_on_real_weights(smol):
     calib = build_calibration(smol.tokenizer, "stdlib", samples=4, seq_len=32)
-    fast = nose_search(smol, calib, SearchConfig(steps=2, bootstrap=100))
+    fast = run_search(smol, calib, SearchConfig(steps=2, bootstrap=100))
     naive = naive_search(smol, calib, 2)
     assert fast["order"] == naive["order"]
     for k, step in enumerate(fast["steps"]):
         for c in step["candidates"]:
-            assert c["te"] == pytest.approx(naive["steps"][k]["candidates"][c["layer"]], abs=1e-5)
+            assert c["score"] == pytest.approx(naive["steps"][k]["candidates"][c["layer"]], abs=1e-5)
 
 
 def test_gguf_file_loads_like_the_preset(smol):

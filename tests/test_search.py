@@ -6,7 +6,8 @@ from nose.errors import NoseError
 from nose.model.loading import from_module
 from nose.model.switches import SwitchedAttention
 from nose.search.calibration import build_calibration
-from nose.search.greedy import SearchConfig, nose_search
+from nose.search.config import SearchConfig
+from nose.search.run import run_search
 from nose.search.record import read_record
 from nose.testing import tiny_model, tiny_tokenizer
 
@@ -28,8 +29,8 @@ def loaded(family, tok):
 def assert_matches_oracle(fast, naive):
     assert fast["order"] == naive["order"]
     for k, step in enumerate(fast["steps"]):
-        assert step["base_entropy"] == pytest.approx(naive["steps"][k]["base_entropy"], abs=1e-6)
-        te = {c["layer"]: c["te"] for c in step["candidates"]}
+        assert step["base_value"] == pytest.approx(naive["steps"][k]["base"], abs=1e-6)
+        te = {c["layer"]: c["score"] for c in step["candidates"]}
         assert te.keys() == naive["steps"][k]["candidates"].keys()
         for i, value in te.items():
             assert value == pytest.approx(naive["steps"][k]["candidates"][i], abs=1e-6)
@@ -40,7 +41,7 @@ def assert_matches_oracle(fast, naive):
                                          ("skip", "logits"), ("skip", "layer:3")])
 def test_fast_search_equals_naive_oracle(family, mode, target, tok, calib):
     lm = loaded(family, tok)
-    fast = nose_search(lm, calib, SearchConfig(steps=3, mode=mode, target=target, bootstrap=0, batch_size=4))
+    fast = run_search(lm, calib, SearchConfig(steps=3, mode=mode, target=target, bootstrap=0, batch_size=4))
     naive = naive_search(lm, calib, 3, mode=mode, target=target, batch_size=4)
     assert_matches_oracle(fast, naive)
     if target == "final":  # the prefix cache saves work and never computes logits
@@ -56,44 +57,44 @@ def test_padding_is_excluded_from_the_search(tok, tmp_path):
     cal = build_calibration(tok, str(folder), samples=4, seq_len=64, pack=False)
     assert (cal.attention_mask == 0).any()
     lm = loaded("llama", tok)
-    fast = nose_search(lm, cal, SearchConfig(steps=2, bootstrap=0, batch_size=3))
+    fast = run_search(lm, cal, SearchConfig(steps=2, bootstrap=0, batch_size=3))
     assert_matches_oracle(fast, naive_search(lm, cal, 2, batch_size=3))
     cal.input_ids[cal.attention_mask == 0] = 7  # other pad ids: same result
-    again = nose_search(lm, cal, SearchConfig(steps=2, bootstrap=0, batch_size=3))
-    assert [s["te"] for s in again["steps"]] == pytest.approx([s["te"] for s in fast["steps"]], abs=1e-9)
+    again = run_search(lm, cal, SearchConfig(steps=2, bootstrap=0, batch_size=3))
+    assert [s["score"] for s in again["steps"]] == pytest.approx([s["score"] for s in fast["steps"]], abs=1e-9)
 
 
 def test_candidates_are_scored_from_the_same_state_and_model_is_restored(tok, calib):
     lm = loaded("llama", tok)
     before = {k: v.clone() for k, v in lm.model.state_dict().items()}
-    record = nose_search(lm, calib, SearchConfig(steps=2, bootstrap=0))
+    record = run_search(lm, calib, SearchConfig(steps=2, bootstrap=0))
     assert not any(isinstance(m, SwitchedAttention) for m in lm.model.modules())
     assert all(torch.equal(v, before[k]) for k, v in lm.model.state_dict().items())
     # step 2's base entropy is step 1's entropy of the winner: S grew by exactly that layer
     first, second = record["steps"]
     winner = next(c for c in first["candidates"] if c["layer"] == first["selected"])
-    assert second["base_entropy"] == pytest.approx(winner["entropy"], abs=1e-9)
+    assert second["base_value"] == pytest.approx(winner["value"], abs=1e-9)
     assert second["removed_before"] == [first["selected"]]
     assert 0 not in record["order"]
 
 
 def test_bootstrap_intervals_and_separation(tok, calib):
     lm = loaded("qwen2", tok)
-    rec = nose_search(lm, calib, SearchConfig(steps=2, bootstrap=300, seed=3))
+    rec = run_search(lm, calib, SearchConfig(steps=2, bootstrap=300, seed=3))
     for step in rec["steps"]:
         for c in step["candidates"]:
             lo, hi = c["ci95"]
             assert lo <= hi
         assert isinstance(step["separated"], bool) and 0.0 <= step["p_win"] <= 1.0
         assert step["runner_up"] != step["selected"]
-        assert step["runner_up_te"] >= step["te"]
-    again = nose_search(lm, calib, SearchConfig(steps=2, bootstrap=300, seed=3))
+        assert step["runner_up_score"] >= step["score"]
+    again = run_search(lm, calib, SearchConfig(steps=2, bootstrap=300, seed=3))
     assert [s["ci95"] for s in again["steps"]] == [s["ci95"] for s in rec["steps"]]
 
 
 def test_protect_and_allow_layer0(tok, calib):
     lm = loaded("llama", tok)
-    rec = nose_search(lm, calib, SearchConfig(steps=5, protect=[1], protect_layer0=False, bootstrap=0))
+    rec = run_search(lm, calib, SearchConfig(steps=5, protect=[1], protect_layer0=False, bootstrap=0))
     assert sorted(rec["order"]) == [0, 2, 3, 4, 5]
     assert rec["settings"]["protect"] == [1]
 
@@ -109,16 +110,16 @@ def test_protect_and_allow_layer0(tok, calib):
 def test_config_errors(kwargs, message, tok, calib):
     lm = loaded("llama", tok)
     with pytest.raises(NoseError, match=message):
-        nose_search(lm, calib, SearchConfig(**kwargs))
+        run_search(lm, calib, SearchConfig(**kwargs))
 
 
 def test_resume_gives_the_same_result_as_an_uninterrupted_run(tok, calib, tmp_path):
     lm = loaded("qwen2", tok)
-    full = nose_search(lm, calib, SearchConfig(steps=3, bootstrap=50), out_dir=tmp_path / "full")
-    nose_search(lm, calib, SearchConfig(steps=1, bootstrap=50), out_dir=tmp_path / "part")
+    full = run_search(lm, calib, SearchConfig(steps=3, bootstrap=50), out_dir=tmp_path / "full")
+    run_search(lm, calib, SearchConfig(steps=1, bootstrap=50), out_dir=tmp_path / "part")
     partial = read_record(tmp_path / "part")
     assert len(partial["steps"]) == 1
-    resumed = nose_search(lm, calib, SearchConfig(steps=3, bootstrap=50), out_dir=tmp_path / "part",
+    resumed = run_search(lm, calib, SearchConfig(steps=3, bootstrap=50), out_dir=tmp_path / "part",
                           resume=partial)
     assert resumed["order"] == full["order"]
     strip = [{k: v for k, v in s.items() if k != "seconds"} for s in full["steps"]]
@@ -128,12 +129,12 @@ def test_resume_gives_the_same_result_as_an_uninterrupted_run(tok, calib, tmp_pa
 
 def test_resume_refuses_another_model_calibration_or_settings(tok, calib, tmp_path):
     lm = loaded("llama", tok)
-    rec = nose_search(lm, calib, SearchConfig(steps=1, bootstrap=0), out_dir=tmp_path)
+    rec = run_search(lm, calib, SearchConfig(steps=1, bootstrap=0), out_dir=tmp_path)
     other = from_module(tiny_model("llama", seed=1, vocab_size=len(tok)), tok)
     with pytest.raises(NoseError, match="cannot resume: the search file is for model"):
-        nose_search(other, calib, SearchConfig(steps=2, bootstrap=0), resume=rec)
+        run_search(other, calib, SearchConfig(steps=2, bootstrap=0), resume=rec)
     cal2 = build_calibration(tok, "stdlib", samples=6, seq_len=48, seed=9)
     with pytest.raises(NoseError, match="other calibration tokens"):
-        nose_search(lm, cal2, SearchConfig(steps=2, bootstrap=0), resume=rec)
+        run_search(lm, cal2, SearchConfig(steps=2, bootstrap=0), resume=rec)
     with pytest.raises(NoseError, match="--mode was 'skip'"):
-        nose_search(lm, calib, SearchConfig(steps=2, bootstrap=0, mode="double"), resume=rec)
+        run_search(lm, calib, SearchConfig(steps=2, bootstrap=0, mode="double"), resume=rec)

@@ -6,6 +6,7 @@ from nose.cli.evaluate_cmd import evaluate
 from nose.cli.report_cmd import report
 from nose.cli.search_cmd import search
 from nose.cli.shrink_cmd import shrink
+from nose.cli.sweep_cmd import sweep
 
 app = typer.Typer(help="nose: remove the attention sublayers of decoder LLMs that matter least (NOSE).",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
@@ -13,6 +14,7 @@ app.command()(search)
 app.command()(shrink)
 app.command()(evaluate)
 app.command()(report)
+app.command()(sweep)
 
 
 @app.callback()

@@ -18,6 +18,14 @@ class Mode(str, Enum):
     thesis = "thesis"
 
 
+class Criterion(str, Enum):
+    nose = "nose"
+    cosine = "cosine"
+    loss = "loss"
+    last = "last"
+    random = "random"
+
+
 ModelOpt = Annotated[str, typer.Option(
     "--model", "-m", help="Preset name (smollm2-135m, qwen2.5-coder-0.5b, qwen2.5-coder-1.5b), "
     "local folder, .gguf file or Hugging Face hub id.")]

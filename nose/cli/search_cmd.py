@@ -1,4 +1,4 @@
-"""``nose search``: the NOSE greedy search on a model and calibration text."""
+"""``nose search``: rank attention sublayers with a criterion (NOSE by default) on calibration text."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from nose.cli.common import (DeviceMapOpt, DeviceOpt, DtypeOpt, JsonOpt, Mode, ModelOpt, parse_layers,
+from nose.cli.common import (Criterion, DeviceMapOpt, DeviceOpt, DtypeOpt, JsonOpt, Mode, ModelOpt, parse_layers,
                              progress_bar, quiet_transformers, stderr_console, user_errors)
 from nose.errors import NoseError
 
@@ -24,9 +24,13 @@ def search(
     model: ModelOpt = "smollm2-135m",
     out: Annotated[Path | None, typer.Option(help="Output folder (default: runs/search-<model>).")] = None,
     steps: Annotated[int, typer.Option(help="Attention sublayers to select (greedy steps).")] = 4,
+    criterion: Annotated[Criterion, typer.Option(
+        help="nose (transfer entropy, greedy), loss (LM-loss increase, greedy), cosine (attention-drop "
+             "1-cos, one shot), last (deepest first), random (seeded by --seed).")] = Criterion.nose,
     mode: Annotated[Mode, typer.Option(help="Replacement while scoring: skip (h=x), double (h=2x), "
                                             "thesis (h=x+2·LN1(x)).")] = Mode.skip,
-    target: Annotated[str, typer.Option(help="Entropy features: final (after the last norm), logits, layer:N.")] = "final",
+    target: Annotated[str, typer.Option(help="NOSE's entropy features: final (after the last norm), logits, "
+                                             "layer:N.")] = "final",
     protect: Annotated[str | None, typer.Option(help="Layers never removed, e.g. 3,5.")] = None,
     allow_layer0: Annotated[bool, typer.Option("--allow-layer0", help="Let layer 0's attention be removed "
                                                "(engines may refuse such a checkpoint).")] = False,
@@ -40,7 +44,7 @@ def search(
                                        "padded row per document.")] = True,
     batch_size: Annotated[int, typer.Option(help="Rows per forward; bounds the prefix cache memory.")] = 4,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap replicates for TE intervals (0: none).")] = 200,
-    seed: Annotated[int, typer.Option(help="Seed for calibration order and bootstrap.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed for calibration order, bootstrap and --criterion random.")] = 0,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the search.json in --out.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing search in --out.")] = False,
     dtype: DtypeOpt = "auto",
@@ -48,12 +52,13 @@ def search(
     device_map: DeviceMapOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Rank attention sublayers by transfer entropy and select the ones to remove (NOSE)."""
+    """Rank attention sublayers and select the ones to remove (NOSE transfer entropy by default)."""
     from nose.files import check_output_dir
     from nose.model.loading import load_model, resolve_model
     from nose.search.calibration import build_calibration
-    from nose.search.greedy import SearchConfig, nose_search
+    from nose.search.config import SearchConfig
     from nose.search.record import FILENAME, read_record
+    from nose.search.run import run_search
 
     err, log = stderr_console()
     out = out or _default_out(model)
@@ -64,7 +69,7 @@ def search(
     if existing.exists() and not (resume or overwrite):
         raise NoseError(f"{existing} exists; pass --resume to continue it or --overwrite to start over")
     previous = read_record(existing) if resume else None
-    config = SearchConfig(steps=steps, mode=mode.value, target=target, protect=parse_layers(protect),
+    config = SearchConfig(steps=steps, criterion=criterion.value, mode=mode.value, target=target, protect=parse_layers(protect),
                           protect_layer0=not allow_layer0, seed=seed, bootstrap=bootstrap, batch_size=batch_size)
 
     quiet_transformers()
@@ -75,13 +80,13 @@ def search(
                               pack=pack, text_field=text_field, log=log)
     lm = load_model(ref, dtype=dtype, device=device, device_map=device_map, tokenizer=tokenizer, log=log)
     log(f"model {model}: {lm.adapter.family}, {lm.num_layers} layers, {lm.dtype} on {lm.device}; "
-        f"calibration {calib.samples} x {calib.seq_len} tokens from {calibration}")
+        f"calibration {calib.samples} x {calib.seq_len} tokens from {calibration}; criterion {config.criterion}")
 
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     try:
         with progress_bar(err) as progress:
-            record = nose_search(lm, calib, config, out_dir=out, resume=previous, progress=progress)
+            record = run_search(lm, calib, config, out_dir=out, resume=previous, progress=progress)
     except BaseException:
         if created and not (out / FILENAME).exists():
             shutil.rmtree(out, ignore_errors=True)  # nothing worth keeping: leave no empty folder
@@ -92,7 +97,7 @@ def search(
     plots = plot_search(record, out)
     summary = {"out": str(out), "search_json": str(out / FILENAME), "plots": [str(p) for p in plots],
                "order": record["order"],
-               "steps": [{"step": s["step"], "layer": s["selected"], "te": s["te"], "ci95": s["ci95"],
+               "steps": [{"step": s["step"], "layer": s["selected"], "score": s["score"], "ci95": s["ci95"],
                           "separated": s["separated"], "seconds": s["seconds"]} for s in record["steps"]]}
     if json_out:
         typer.echo(json.dumps(summary, indent=2))
@@ -106,12 +111,14 @@ def search(
 def _print_table(record: dict, console) -> None:
     from rich.table import Table
 
-    table = Table(title=f"NOSE search: {record['model']['id']} (mode {record['settings']['mode']}, "
-                        f"target {record['settings']['target']})")
-    for col in ("step", "layer", "TE [nats]", "95% interval", "separated", "seconds"):
+    cfg = record["settings"]
+    table = Table(title=f"{cfg['criterion']} search: {record['model']['id']} (mode {cfg['mode']}, "
+                        f"target {cfg['target']})")
+    for col in ("step", "layer", f"{record['score']['name']} [{record['score']['unit']}]", "95% interval",
+                "separated", "seconds"):
         table.add_column(col, justify="right")
     for s in record["steps"]:
         ci = f"[{s['ci95'][0]:+.4f}, {s['ci95'][1]:+.4f}]" if s["ci95"] else "-"
         sep = "-" if s["separated"] is None else ("yes" if s["separated"] else f"no (p={s['p_win']:.2f})")
-        table.add_row(str(s["step"]), str(s["selected"]), f"{s['te']:+.4f}", ci, sep, f"{s['seconds']:.1f}")
+        table.add_row(str(s["step"]), str(s["selected"]), f"{s['score']:+.4f}", ci, sep, f"{s['seconds']:.1f}")
     console.print(table)

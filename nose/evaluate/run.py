@@ -115,6 +115,15 @@ def settings_hash(settings: dict) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def run_digest(lm: LoadedModel, samples: list[Sample], prompt: PromptConfig, gen: GenerationConfig,
+               config: EvalConfig) -> str:
+    """Hash of everything that decides a run's samples: model weights, prompt, generation
+    settings, switched-off layers and mode, test timeout and the sample ids."""
+    return settings_hash({"model": lm.provenance() | {"device": None}, "prompt": asdict(prompt),
+                          "generation": asdict(gen), "drop_attention": sorted(config.drop_attention),
+                          "mode": config.mode, "timeout_s": config.timeout_s, "ids": [s.id for s in samples]})
+
+
 def read_done(path: Path, digest: str) -> dict[str, dict]:
     """Records already in samples.jsonl; a torn last line (killed mid-write) is dropped."""
     done: dict[str, dict] = {}
@@ -168,10 +177,7 @@ def evaluate(lm: LoadedModel, samples: list[Sample], prompt: PromptConfig, gen: 
     config.validate(lm.num_layers)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    settings = {"model": lm.provenance() | {"device": None}, "prompt": asdict(prompt),
-                "generation": asdict(gen), "drop_attention": sorted(config.drop_attention), "mode": config.mode,
-                "timeout_s": config.timeout_s, "ids": [s.id for s in samples]}
-    digest = settings_hash(settings)
+    digest = run_digest(lm, samples, prompt, gen, config)
     done = read_done(out_dir / SAMPLES, digest)
     todo = [s for s in samples if s.id not in done]
     resumed = len(samples) - len(todo)

@@ -1,7 +1,8 @@
 """The two search figures, drawn from a ``search.json`` record only.
 
-- TE per candidate per step (thesis Fig. 4.3): one line per step over the layer index; the
-  selected layer is marked; shaded bands are the bootstrap 95 % intervals.
+- Score per candidate per step (thesis Fig. 4.3 for NOSE's transfer entropy, any criterion's
+  score otherwise): one line per step over the layer index; the selected layer is marked;
+  shaded bands are the bootstrap 95 % intervals.
 - Selection map (thesis Fig. 4.4): steps × layers; which layers are present, already removed,
   selected at that step, or protected.
 """
@@ -21,27 +22,28 @@ from matplotlib.patches import Patch  # noqa: E402
 
 def _title(record: dict) -> str:
     s = record["settings"]
-    return f"{record['model']['id']} · mode {s['mode']} · target {s['target']}"
+    return f"{record['model']['id']} · criterion {s['criterion']} · mode {s['mode']} · target {s['target']}"
 
 
-def plot_transfer_entropy(record: dict, path: Path) -> Path:
+def plot_scores(record: dict, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(9, 4.8))
     cmap = plt.get_cmap("viridis")
     steps = record["steps"]
     for k, step in enumerate(steps):
         color = cmap(k / max(1, len(steps) - 1))
         layers = [c["layer"] for c in step["candidates"]]
-        te = [c["te"] for c in step["candidates"]]
-        ax.plot(layers, te, marker=".", color=color, label=f"step {step['step']}")
+        scores = [c["score"] for c in step["candidates"]]
+        ax.plot(layers, scores, marker=".", color=color, label=f"step {step['step']}")
         if all(c["ci95"] for c in step["candidates"]):
             lo = [c["ci95"][0] for c in step["candidates"]]
             hi = [c["ci95"][1] for c in step["candidates"]]
             ax.fill_between(layers, lo, hi, color=color, alpha=0.15, linewidth=0)
-        ax.scatter([step["selected"]], [step["te"]], s=80, facecolors="none", edgecolors="red", zorder=3)
+        ax.scatter([step["selected"]], [step["score"]], s=80, facecolors="none", edgecolors="red", zorder=3)
     ax.axhline(0, color="grey", linewidth=0.8)
     ax.set_xlabel("layer (attention sublayer)")
-    ax.set_ylabel("transfer entropy TE = H(S) − H(S∪{i}) [nats]")
-    ax.set_title(f"Transfer entropy per candidate (red circle: selected)\n{_title(record)}", fontsize=10)
+    score = record["score"]
+    ax.set_ylabel(f"{score['name']} [{score['unit']}]")
+    ax.set_title(f"Score per candidate, lowest removed (red circle: selected)\n{_title(record)}", fontsize=10)
     ax.legend(fontsize=8, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -81,5 +83,5 @@ def plot_selection_map(record: dict, path: Path) -> Path:
 
 def plot_search(record: dict, out_dir: Path) -> list[Path]:
     out_dir = Path(out_dir)
-    return [plot_transfer_entropy(record, out_dir / "transfer_entropy.png"),
+    return [plot_scores(record, out_dir / "scores.png"),
             plot_selection_map(record, out_dir / "selection_map.png")]

@@ -2,8 +2,9 @@
 
 from nose.search.calibration import CalibrationSet, build_calibration
 from nose.search.entropy import MomentStats, entropy_from_moments
-from nose.search.greedy import SearchConfig, nose_search
+from nose.search.config import CRITERIA, SearchConfig
 from nose.search.record import read_record
+from nose.search.run import run_search
 
 __all__ = ["CalibrationSet", "build_calibration", "MomentStats", "entropy_from_moments", "SearchConfig",
-           "nose_search", "read_record"]
+           "CRITERIA", "run_search", "read_record"]

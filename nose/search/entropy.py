@@ -70,6 +70,10 @@ class MomentStats:
         self.s1.append(s1)
         self.s2.append(s2)
 
+    def observe(self, x: torch.Tensor, input_ids: torch.Tensor | None, mask: torch.Tensor | None) -> None:
+        """A :class:`~nose.search.target.TargetHook` sink: the token ids are not needed."""
+        self.add(x, mask)
+
     def merge(self, other: "MomentStats") -> "MomentStats":
         return MomentStats(self.n + other.n, self.s1 + other.s1, self.s2 + other.s2)
 

@@ -1,11 +1,14 @@
 """``search.json``: the search's result file, written atomically after every step.
 
-Shape (``format: nose.search/1``): ``tool``, ``created``, ``model`` (id, family, layers,
+Shape (``format: nose.search/2``): ``tool``, ``created``, ``model`` (id, family, layers,
 weights sha256, dtype, device), ``calibration`` (source, samples, seq_len, token-id sha256),
-``settings`` (criterion, mode, target, steps, protect, seed, bootstrap, batch_size), ``steps``
-(one record each, see :func:`nose.search.greedy.nose_search`), ``order`` (selected layers in
-selection order), ``complete`` and ``versions``. A search resumes from it when model,
-calibration and settings (all but ``steps``) match.
+``settings`` (criterion, mode, target, steps, protect, seed, bootstrap, batch_size), ``score``
+(the criterion's kind, score name and unit; lower is removed first), ``steps`` (one record
+each, see :mod:`nose.search.steps`), ``order`` (selected layers in selection order),
+``complete`` and ``versions``. Every criterion writes this shape. A search resumes from it when
+model, calibration and settings (all but ``steps``) match.
+
+Version 1 (before the criteria) named the score ``te`` and the state's value ``base_entropy``.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from nose.errors import NoseError
 from nose.files import read_json_file
 
 
-FORMAT = "nose.search/1"
+FORMAT = "nose.search/2"
 FILENAME = "search.json"
 # Settings that must match for a resumed search to give the same result.
 RESUME_KEYS = ("criterion", "mode", "target", "protect", "seed", "bootstrap", "batch_size")
@@ -44,12 +47,12 @@ def git_revision() -> str | None:
         return None
 
 
-def new_record(model: dict, calibration: dict, settings: dict) -> dict:
+def new_record(model: dict, calibration: dict, settings: dict, score: dict) -> dict:
     return {"format": FORMAT,
             "tool": {"name": "nose-prune", "version": __version__, "git": git_revision()},
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "model": model, "calibration": calibration, "settings": settings,
-            "steps": [], "order": [], "complete": False, "versions": versions()}
+            "score": score, "steps": [], "order": [], "complete": False, "versions": versions()}
 
 
 def read_record(path: Path) -> dict:

@@ -4,9 +4,10 @@ Targets: ``final`` (default; the final hidden state after the model's last norm)
 (the output head), or ``layer:N`` (the output of decoder layer N).
 
 Lifecycle: :class:`TargetHook` registers one forward hook on the target module when entered
-and removes it on exit. While it is registered, every call of that module adds its output,
-masked, to whichever :class:`MomentStats` is the current ``sink``; with no sink it collects
-nothing.
+and removes it on exit. While it is registered, every call of that module hands its output,
+with the current batch's token ids and mask, to the ``observe`` method of the current ``sink``
+(:class:`~nose.search.entropy.MomentStats` for NOSE, :class:`~nose.search.loss.LossStats` for
+the loss criterion); with no sink it collects nothing.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import torch.nn as nn
 
 from nose.errors import NoseError
 from nose.model.adapters import FamilyAdapter
-from nose.search.entropy import MomentStats
 
 _LAYER = re.compile(r"^layer:(\d+)$")
 
@@ -61,7 +61,8 @@ class TargetHook:
 
     def __init__(self, module: nn.Module):
         self.module = module
-        self.sink: MomentStats | None = None
+        self.sink = None
+        self.input_ids: torch.Tensor | None = None
         self.mask: torch.Tensor | None = None
         self._handle = None
 
@@ -69,10 +70,10 @@ class TargetHook:
         if self.sink is None:
             return
         out = output[0] if isinstance(output, tuple) else output
-        self.sink.add(out, self.mask)
+        self.sink.observe(out, self.input_ids, self.mask)
 
-    def collect(self, sink: MomentStats | None, mask: torch.Tensor | None) -> None:
-        self.sink, self.mask = sink, mask
+    def collect(self, sink, input_ids: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> None:
+        self.sink, self.input_ids, self.mask = sink, input_ids, mask
 
     def __enter__(self) -> "TargetHook":
         self._handle = self.module.register_forward_hook(self._hook)
@@ -81,4 +82,4 @@ class TargetHook:
     def __exit__(self, *exc) -> None:
         self._handle.remove()
         self._handle = None
-        self.sink = self.mask = None
+        self.sink = self.input_ids = self.mask = None

@@ -1,0 +1,49 @@
+"""Options shared by ``nose evaluate`` and ``nose sweep``, and what they turn into."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from nose.errors import NoseError
+
+BenchmarkOpt = Annotated[Path | None, typer.Option(help="A clone of PolyEval/G-TransEval (default: $NOSE_BENCHMARK).")]
+LimitOpt = Annotated[int | None, typer.Option(help="Evaluate this many samples.")]
+StratifiedOpt = Annotated[bool, typer.Option("--stratified", help="With --limit: keep the type proportions.")]
+IdsOpt = Annotated[str | None, typer.Option(help="Comma-separated sample ids, e.g. l1-000,l4-003.")]
+NOpt = Annotated[int, typer.Option(help="Completions per sample (pass@k); needs --temperature > 0.")]
+TemperatureOpt = Annotated[float, typer.Option(help="0 = greedy.")]
+MaxNewTokensOpt = Annotated[int, typer.Option(help="Generated tokens per completion at most.")]
+BatchSizeOpt = Annotated[int, typer.Option(help="Prompts per generation batch.")]
+WorkersOpt = Annotated[int, typer.Option(help="Parallel sandboxed test processes.")]
+TimeoutOpt = Annotated[float, typer.Option(help="Seconds per test program.")]
+PromptFileOpt = Annotated[Path | None, typer.Option(help="User-message template with {java}.")]
+SystemOpt = Annotated[str | None, typer.Option(help="System message ('' for none).")]
+BackendOpt = Annotated[str, typer.Option(help="transformers or vllm.")]
+SeedOpt = Annotated[int, typer.Option(help="Sampling seed.")]
+
+
+def benchmark_subset(benchmark: Path | None, ids: str | None, limit: int | None, stratified: bool):
+    """(root, samples) from the benchmark options."""
+    from nose.evaluate.benchmark import find_root, load_benchmark, select
+
+    path = benchmark or (Path(os.environ["NOSE_BENCHMARK"]) if os.environ.get("NOSE_BENCHMARK") else None)
+    if path is None:
+        raise NoseError("pass --benchmark PATH (a clone of PolyEval/G-TransEval) or set NOSE_BENCHMARK")
+    root = find_root(path)
+    return root, select(load_benchmark(root), [i.strip() for i in ids.split(",")] if ids else None, limit, stratified)
+
+
+def prompt_and_generation(prompt_file: Path | None, system: str | None, max_new_tokens: int, n: int,
+                          temperature: float, batch_size: int, seed: int, backend: str):
+    """Validated (PromptConfig, GenerationConfig) from the generation options."""
+    from nose.evaluate.generation import DEFAULT_SYSTEM, GenerationConfig, PromptConfig
+
+    prompt = PromptConfig.from_file(prompt_file, DEFAULT_SYSTEM if system is None else (system or None))
+    gen = GenerationConfig(max_new_tokens=max_new_tokens, n=n, temperature=temperature, batch_size=batch_size,
+                           seed=seed, backend=backend)
+    gen.validate()
+    return prompt, gen
