@@ -55,3 +55,11 @@ def save_tiny(path: Path, family: str = "llama", seed: int = 0, **overrides) -> 
     model.save_pretrained(path)
     tok.save_pretrained(path)
     return Path(path)
+
+
+def tiny_loaded(family: str = "llama", tokenizer=None, seed: int = 0):
+    """A tiny random model of ``family`` wrapped as a :class:`~nose.model.loading.LoadedModel`."""
+    from nose.model.loading import from_module
+
+    tokenizer = tokenizer or tiny_tokenizer()
+    return from_module(tiny_model(family, seed=seed, vocab_size=len(tokenizer)), tokenizer)

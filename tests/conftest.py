@@ -31,6 +31,22 @@ def saved_tiny(tmp_path):
     return make
 
 
+@pytest.fixture(scope="session")
+def tok():
+    """The tiny test tokenizer (read-only; shared by every test)."""
+    from nose.testing import tiny_tokenizer
+
+    return tiny_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def calib(tok):
+    """Six packed 48-token rows of standard-library text (read-only)."""
+    from nose.search.calibration import build_calibration
+
+    return build_calibration(tok, "stdlib", samples=6, seq_len=48)
+
+
 @pytest.fixture(autouse=True)
 def _deterministic():
     torch.manual_seed(0)

@@ -6,14 +6,8 @@ import torch
 
 from nose.errors import NoseError
 from nose.search.calibration import build_calibration, iter_documents
-from nose.testing import tiny_tokenizer
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "g-transeval" / "original"
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return tiny_tokenizer()
 
 
 def test_stdlib_default_packs_full_rows(tok):

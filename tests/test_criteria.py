@@ -7,34 +7,19 @@ from typer.testing import CliRunner
 from benchmarks.naive_search import naive_search
 from nose.cli.app import app
 from nose.errors import NoseError
-from nose.model.loading import from_module
 from nose.search.calibration import build_calibration
 from nose.search.config import CRITERIA, SearchConfig
 from nose.search.run import run_search
-from nose.testing import tiny_model, tiny_tokenizer
+from nose.testing import tiny_loaded
 
 STEP_KEYS = {"step", "base_value", "candidates", "selected", "score", "ci95", "runner_up", "runner_up_score",
              "p_win", "separated", "removed_before", "seconds"}
 runner = CliRunner()
 
 
-@pytest.fixture(scope="module")
-def tok():
-    return tiny_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def calib(tok):
-    return build_calibration(tok, "stdlib", samples=6, seq_len=48)
-
-
-def loaded(family, tok, seed=0):
-    return from_module(tiny_model(family, seed=seed, vocab_size=len(tok)), tok)
-
-
 @pytest.mark.parametrize("criterion", list(CRITERIA))
 def test_every_criterion_writes_the_same_record_shape(criterion, tok, calib, tmp_path):
-    lm = loaded("qwen2", tok)
+    lm = tiny_loaded("qwen2", tok)
     rec = run_search(lm, calib, SearchConfig(steps=3, criterion=criterion, bootstrap=30), out_dir=tmp_path)
     assert json.loads((tmp_path / "search.json").read_text()) == json.loads(json.dumps(rec))
     assert rec["settings"]["criterion"] == criterion and rec["score"] == CRITERIA[criterion]
@@ -49,7 +34,7 @@ def test_every_criterion_writes_the_same_record_shape(criterion, tok, calib, tmp
 
 @pytest.mark.parametrize("criterion", list(CRITERIA))
 def test_criteria_are_deterministic_for_a_seed(criterion, tok, calib):
-    lm = loaded("llama", tok)
+    lm = tiny_loaded("llama", tok)
     cfg = SearchConfig(steps=4, criterion=criterion, bootstrap=20, seed=3)
     first, again = run_search(lm, calib, cfg), run_search(lm, calib, cfg)
     assert first["order"] == again["order"]
@@ -57,7 +42,7 @@ def test_criteria_are_deterministic_for_a_seed(criterion, tok, calib):
 
 
 def test_random_depends_on_its_seed_and_last_is_deepest_first(tok, calib):
-    lm = loaded("llama", tok)
+    lm = tiny_loaded("llama", tok)
     orders = {tuple(run_search(lm, calib, SearchConfig(steps=5, criterion="random", seed=s))["order"])
               for s in range(6)}
     assert len(orders) > 1 and all(sorted(o) == [1, 2, 3, 4, 5] for o in orders)
@@ -99,7 +84,7 @@ def test_cosine_equals_a_direct_computation(family, tok, tmp_path):
         (folder / f"f{i}.py").write_text(f"value_{i} = {i} * 3\nprint(value_{i})\n" * n)
     cal = build_calibration(tok, str(folder), samples=4, seq_len=64, pack=False)
     assert (cal.attention_mask == 0).any()
-    lm = loaded(family, tok)
+    lm = tiny_loaded(family, tok)
     rec = run_search(lm, cal, SearchConfig(steps=5, criterion="cosine", bootstrap=0, batch_size=3))
     direct = direct_cosine(lm, cal)
     for c in rec["steps"][0]["candidates"]:
@@ -109,7 +94,7 @@ def test_cosine_equals_a_direct_computation(family, tok, tmp_path):
 
 @pytest.mark.parametrize("family,mode", [("llama", "skip"), ("qwen2", "skip"), ("llama", "double")])
 def test_loss_equals_the_naive_oracle(family, mode, tok, calib):
-    lm = loaded(family, tok)
+    lm = tiny_loaded(family, tok)
     fast = run_search(lm, calib, SearchConfig(steps=3, criterion="loss", mode=mode, bootstrap=0))
     naive = naive_search(lm, calib, 3, mode=mode, criterion="loss")
     assert fast["order"] == naive["order"]
@@ -121,7 +106,7 @@ def test_loss_equals_the_naive_oracle(family, mode, tok, calib):
 
 
 def test_criterion_settings_errors(tok, calib):
-    lm = loaded("llama", tok)
+    lm = tiny_loaded("llama", tok)
     with pytest.raises(NoseError, match="unknown criterion 'entropy'"):
         run_search(lm, calib, SearchConfig(criterion="entropy"))
     with pytest.raises(NoseError, match="--target applies to --criterion nose only"):

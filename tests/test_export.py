@@ -10,12 +10,7 @@ from nose.errors import NoseError
 from nose.model.loading import from_module, load_model
 from nose.model.switches import attention_switched
 from nose.shrink.export import export_checkpoint, ffn_mult_for, find_multiple, removed_bytes
-from nose.testing import tiny_model, tiny_tokenizer
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return tiny_tokenizer()
+from nose.testing import tiny_model
 
 
 def make(family, tok, **kw):

@@ -9,21 +9,7 @@ from nose.search.calibration import build_calibration
 from nose.search.config import SearchConfig
 from nose.search.run import run_search
 from nose.search.record import read_record
-from nose.testing import tiny_model, tiny_tokenizer
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return tiny_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def calib(tok):
-    return build_calibration(tok, "stdlib", samples=6, seq_len=48)
-
-
-def loaded(family, tok):
-    return from_module(tiny_model(family, vocab_size=len(tok)), tok)
+from nose.testing import tiny_loaded, tiny_model
 
 
 def assert_matches_oracle(fast, naive):
@@ -40,7 +26,7 @@ def assert_matches_oracle(fast, naive):
 @pytest.mark.parametrize("mode,target", [("skip", "final"), ("double", "final"), ("thesis", "final"),
                                          ("skip", "logits"), ("skip", "layer:3")])
 def test_fast_search_equals_naive_oracle(family, mode, target, tok, calib):
-    lm = loaded(family, tok)
+    lm = tiny_loaded(family, tok)
     fast = run_search(lm, calib, SearchConfig(steps=3, mode=mode, target=target, bootstrap=0, batch_size=4))
     naive = naive_search(lm, calib, 3, mode=mode, target=target, batch_size=4)
     assert_matches_oracle(fast, naive)
@@ -56,7 +42,7 @@ def test_padding_is_excluded_from_the_search(tok, tmp_path):
         (folder / f"f{i}.py").write_text(f"value_{i} = {i} * 3\nprint(value_{i})\n" * n)
     cal = build_calibration(tok, str(folder), samples=4, seq_len=64, pack=False)
     assert (cal.attention_mask == 0).any()
-    lm = loaded("llama", tok)
+    lm = tiny_loaded("llama", tok)
     fast = run_search(lm, cal, SearchConfig(steps=2, bootstrap=0, batch_size=3))
     assert_matches_oracle(fast, naive_search(lm, cal, 2, batch_size=3))
     cal.input_ids[cal.attention_mask == 0] = 7  # other pad ids: same result
@@ -65,7 +51,7 @@ def test_padding_is_excluded_from_the_search(tok, tmp_path):
 
 
 def test_candidates_are_scored_from_the_same_state_and_model_is_restored(tok, calib):
-    lm = loaded("llama", tok)
+    lm = tiny_loaded("llama", tok)
     before = {k: v.clone() for k, v in lm.model.state_dict().items()}
     record = run_search(lm, calib, SearchConfig(steps=2, bootstrap=0))
     assert not any(isinstance(m, SwitchedAttention) for m in lm.model.modules())
@@ -79,7 +65,7 @@ def test_candidates_are_scored_from_the_same_state_and_model_is_restored(tok, ca
 
 
 def test_bootstrap_intervals_and_separation(tok, calib):
-    lm = loaded("qwen2", tok)
+    lm = tiny_loaded("qwen2", tok)
     rec = run_search(lm, calib, SearchConfig(steps=2, bootstrap=300, seed=3))
     for step in rec["steps"]:
         for c in step["candidates"]:
@@ -93,7 +79,7 @@ def test_bootstrap_intervals_and_separation(tok, calib):
 
 
 def test_protect_and_allow_layer0(tok, calib):
-    lm = loaded("llama", tok)
+    lm = tiny_loaded("llama", tok)
     rec = run_search(lm, calib, SearchConfig(steps=5, protect=[1], protect_layer0=False, bootstrap=0))
     assert sorted(rec["order"]) == [0, 2, 3, 4, 5]
     assert rec["settings"]["protect"] == [1]
@@ -108,13 +94,13 @@ def test_protect_and_allow_layer0(tok, calib):
     (dict(steps=0), "--steps must be at least 1"),
 ])
 def test_config_errors(kwargs, message, tok, calib):
-    lm = loaded("llama", tok)
+    lm = tiny_loaded("llama", tok)
     with pytest.raises(NoseError, match=message):
         run_search(lm, calib, SearchConfig(**kwargs))
 
 
 def test_resume_gives_the_same_result_as_an_uninterrupted_run(tok, calib, tmp_path):
-    lm = loaded("qwen2", tok)
+    lm = tiny_loaded("qwen2", tok)
     full = run_search(lm, calib, SearchConfig(steps=3, bootstrap=50), out_dir=tmp_path / "full")
     run_search(lm, calib, SearchConfig(steps=1, bootstrap=50), out_dir=tmp_path / "part")
     partial = read_record(tmp_path / "part")
@@ -128,7 +114,7 @@ def test_resume_gives_the_same_result_as_an_uninterrupted_run(tok, calib, tmp_pa
 
 
 def test_resume_refuses_another_model_calibration_or_settings(tok, calib, tmp_path):
-    lm = loaded("llama", tok)
+    lm = tiny_loaded("llama", tok)
     rec = run_search(lm, calib, SearchConfig(steps=1, bootstrap=0), out_dir=tmp_path)
     other = from_module(tiny_model("llama", seed=1, vocab_size=len(tok)), tok)
     with pytest.raises(NoseError, match="cannot resume: the search file is for model"):
