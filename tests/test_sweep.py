@@ -81,6 +81,11 @@ def test_sweep_rows_share_evaluations_and_resume(setup, tmp_path, monkeypatch):
     again = run(lm, orders, out)
     assert calls == [] and again["rows"] == rec["rows"]
     shutil.rmtree(out / "evals" / "skip-3-4")
+    samples = select(load_benchmark(BENCH), ids=IDS)
+    partial = sweep(lm, orders, [1, 2], samples, PromptConfig(), GenerationConfig(max_new_tokens=4, batch_size=2),
+                    EvalConfig(), out, str(BENCH), collect_only=True)
+    assert calls == [] and partial["missing"] == ["skip-3-4"] and not partial["complete"]
+    assert ("last reverse", 2) not in {(r["order"], r["k"]) for r in partial["rows"]} and len(partial["rows"]) == 5
     third = run(lm, orders, out)
     assert sum(calls) == 2 and third["rows"] == rec["rows"]
     # other generation settings are not mixed with the old files

@@ -37,6 +37,8 @@ def sweep(
     prompt_file: PromptFileOpt = None,
     system: SystemOpt = None,
     mode: Annotated[Mode, typer.Option(help="Replacement for the removed attention.")] = Mode.skip,
+    collect_only: Annotated[bool, typer.Option("--collect-only", help="Run nothing: tabulate and plot the "
+                                               "finished evaluations, list the missing ones.")] = False,
     dtype: DtypeOpt = "auto",
     device: DeviceOpt = "auto",
     device_map: DeviceMapOpt = None,
@@ -68,15 +70,18 @@ def sweep(
     check_sweep(orders, ks, lm.weights_sha256)  # before any file is written
     log(f"sweep of {model} over k={ks} for {', '.join(o.label for o in orders)} on {len(samples)} samples")
     with progress_bar(err) as progress:
-        record = run_sweep(lm, orders, ks, samples, prompt, gen, config, out, str(root), progress, log)
+        record = run_sweep(lm, orders, ks, samples, prompt, gen, config, out, str(root), progress, log,
+                           collect_only=collect_only)
     plot = plot_sweep(record, out / "sweep.png")
     if json_out:
         typer.echo(json.dumps({"out": str(out), "sweep_json": str(out / FILENAME), "plot": str(plot),
-                               "rows": record["rows"]}, indent=2))
+                               "rows": record["rows"], "missing": record["missing"]}, indent=2))
         return
     for metric, title in (("ca_percent", "CA [%]"), ("codebleu", "CodeBLEU"), ("bleu", "BLEU")):
         typer.echo(f"\n{title}\n" + sweep_markdown(record, metric))
     if len(orders) > 1:
         typer.echo(f"\nCA difference to {orders[0].label} [percentage points, paired 95 % bootstrap]\n"
                    + difference_markdown(record))
+    if record["missing"]:
+        typer.echo(f"\nnot evaluated yet: {', '.join(record['missing'])}")
     typer.echo(f"\nwrote {out / FILENAME} and {plot}")

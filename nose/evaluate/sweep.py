@@ -101,23 +101,25 @@ def cost(lm: LoadedModel, layers, mode: str, seq_len: int) -> dict:
             "flops": 2 * macs, "flops_seq_len": seq_len, "kv_cache_bytes_per_token": kv}
 
 
-def evaluate_set(lm: LoadedModel, layers: tuple[int, ...], samples: list[Sample], prompt: PromptConfig,
-                 gen: GenerationConfig, config: EvalConfig, out_dir: Path, benchmark_root: str,
-                 progress=None) -> tuple[dict, bool]:
-    """The results of one layer set, reused when already complete; returns (results, reused)."""
-    config = replace(config, drop_attention=sorted(layers), efficiency=False)
+def finished(lm: LoadedModel, samples: list[Sample], prompt: PromptConfig, gen: GenerationConfig,
+             config: EvalConfig, out_dir: Path) -> dict | None:
+    """The results in ``out_dir`` if they are complete and made with exactly these settings."""
     done = out_dir / RESULTS
     if done.exists():
         results = read_json_file(done, RESULTS, "nose.evaluate/1", "nose evaluate")
         if results.get("settings_hash") == run_digest(lm, samples, prompt, gen, config):
-            return results, True
-    return evaluate(lm, samples, prompt, gen, config, out_dir, benchmark_root, progress), False
+            return results
+    return None
 
 
 def sweep(lm: LoadedModel, orders: list[Order], ks: list[int], samples: list[Sample], prompt: PromptConfig,
           gen: GenerationConfig, config: EvalConfig, out_dir: Path, benchmark_root: str, progress=None,
-          log=lambda msg: None) -> dict:
-    """Evaluate every (order, k); returns the ``sweep.json`` record."""
+          log=lambda msg: None, collect_only: bool = False) -> dict:
+    """Evaluate every (order, k); returns the ``sweep.json`` record.
+
+    ``collect_only``: run nothing; tabulate the finished evaluations and list the others in
+    ``missing`` (to look at a sweep that another process is still running).
+    """
     ks = check_sweep(orders, ks, lm.weights_sha256)
     out_dir = Path(out_dir)
     sets: dict[tuple[int, ...], None] = {}  # distinct layer sets in first-needed order
@@ -131,13 +133,20 @@ def sweep(lm: LoadedModel, orders: list[Order], ks: list[int], samples: list[Sam
               "orders": [{"label": o.label, "path": o.path, "reverse": o.reverse, "criterion": o.criterion,
                           "layers": list(o.layers)} for o in orders],
               "prompt": asdict(prompt), "generation": asdict(gen), "timeout_s": config.timeout_s,
-              "evals": {}, "rows": [], "complete": False, "versions": versions()}
+              "evals": {}, "rows": [], "missing": [], "complete": False, "versions": versions()}
     task = progress.add_task("sweep", total=len(sets)) if progress else None
     for layers in sets:
         name = eval_name(layers, config.mode)
         t0 = time.perf_counter()
-        results, reused = evaluate_set(lm, layers, samples, prompt, gen, config, out_dir / "evals" / name,
-                                       benchmark_root, progress)
+        set_config = replace(config, drop_attention=sorted(layers), efficiency=False)
+        results = finished(lm, samples, prompt, gen, set_config, out_dir / "evals" / name)
+        reused = results is not None
+        if results is None and collect_only:
+            record["missing"].append(name)
+            continue
+        if results is None:
+            results = evaluate(lm, samples, prompt, gen, set_config, out_dir / "evals" / name, benchmark_root,
+                               progress)
         m = results["metrics"]
         record["evals"][name] = {"layers": list(layers), "ca_percent": m["ca_percent"], "bleu": m["bleu"],
                                  "codebleu": m["codebleu"],
@@ -150,7 +159,7 @@ def sweep(lm: LoadedModel, orders: list[Order], ks: list[int], samples: list[Sam
         write_json_atomic(out_dir / FILENAME, record)
         if progress:
             progress.advance(task)
-    record["complete"] = True
+    record["complete"] = not record["missing"]
     write_json_atomic(out_dir / FILENAME, record)
     return record
 
