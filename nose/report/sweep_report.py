@@ -46,7 +46,7 @@ def plot_sweep(record: dict, path: Path) -> Path:
             twin.tick_params(axis="y", colors="grey")
             if ax is axes[-1]:
                 twin.legend(fontsize=7, loc="lower left")
-    axes[0].legend(fontsize=8)
+    axes[0].legend(fontsize=7, loc="lower left")
     n = record["benchmark"]["samples"]
     fig.suptitle(f"{record['model']['id']}: G-TransEval Java→Python ({n} samples), attention removed without "
                  f"healing (mode {record['mode']})", fontsize=11)
