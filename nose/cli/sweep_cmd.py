@@ -59,7 +59,7 @@ def sweep(
     check_output_dir(out)
     orders = [Order.parse(spec.strip()) for spec in criteria.split(",") if spec.strip()]
     ks = parse_layers(k)
-    check_sweep(orders, ks)  # before the model loads
+    check_sweep(orders, ks)  # before the model loads; the sweep checks the weights before writing
     root, samples = benchmark_subset(benchmark, ids, limit, stratified)
     prompt, gen = prompt_and_generation(prompt_file, system, max_new_tokens, 1, 0.0, batch_size, 0, "transformers")
     config = EvalConfig(workers=workers, timeout_s=timeout, mode=mode.value, efficiency=False)
@@ -67,7 +67,6 @@ def sweep(
     ref = resolve_model(model, log=log)
     config.validate(ref.num_layers)
     lm = load_model(ref, dtype=dtype, device=device, device_map=device_map, log=log)
-    check_sweep(orders, ks, lm.weights_sha256)  # before any file is written
     log(f"sweep of {model} over k={ks} for {', '.join(o.label for o in orders)} on {len(samples)} samples")
     with progress_bar(err) as progress:
         record = run_sweep(lm, orders, ks, samples, prompt, gen, config, out, str(root), progress, log,

@@ -53,7 +53,7 @@ class Order:
     @classmethod
     def parse(cls, spec: str) -> "Order":
         """``[label=]path[:reverse]``; the path is a ``search.json`` or a folder holding one."""
-        label, _, rest = spec.rpartition("=") if "=" in spec else ("", "", spec)
+        label, _, rest = spec.rpartition("=")  # no "=": label ""
         reverse = rest.endswith(":reverse")
         path = rest.removesuffix(":reverse")
         if not path:
