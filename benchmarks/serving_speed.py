@@ -34,32 +34,45 @@ from nose.model.loading import LoadedModel, from_module, load_model, resolve_dev
 from nose.shrink.export import export_checkpoint  # noqa: E402
 from nose.testing import tiny_tokenizer  # noqa: E402
 
-# ../shared/MODELS.md, "Shapes without weights": m-a-p/OpenCodeInterpreter-DS-6.7B.
 SHAPES = {
-    "opencodeinterpreter-6.7b": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
-                                     num_attention_heads=32, num_key_value_heads=32, vocab_size=32256,
-                                     max_position_embeddings=16384, rms_norm_eps=1e-6,
+    # ../shared/MODELS.md, "Shapes without weights": m-a-p/OpenCodeInterpreter-DS-6.7B.
+    "opencodeinterpreter-6.7b": dict(model_type="llama", hidden_size=4096, intermediate_size=11008,
+                                     num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32,
+                                     vocab_size=32256, max_position_embeddings=16384, rms_norm_eps=1e-6,
                                      rope_parameters={"rope_type": "linear", "factor": 4.0, "rope_theta": 100000.0}),
+    # Qwen2.5-Coder-0.5B-Instruct's config: small enough to run every k on the CPU machines.
+    "qwen2.5-coder-0.5b": dict(model_type="qwen2", hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+                               num_attention_heads=14, num_key_value_heads=2, vocab_size=151936,
+                               max_position_embeddings=32768, rms_norm_eps=1e-6, tie_word_embeddings=True,
+                               rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}),
 }
 
 
 def random_shape_models(shape: dict, ks: list[int], device: str, dtype: torch.dtype,
                         work_dir: Path) -> Iterator[tuple[str, str, LoadedModel]]:
-    """(name, spec, model) for the random base (k = 0) and each export without k deepest attentions."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+    """(name, spec, model) for the random base (k = 0) and each export without k deepest attentions.
 
+    ``shape`` is a config: ``model_type`` plus that family's config fields.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    fields = dict(shape)
+    config = AutoConfig.for_model(fields.pop("model_type"), **fields)
     torch.manual_seed(0)
     with torch.device(resolve_device(device)):
-        base = LlamaForCausalLM(LlamaConfig(**shape)).to(dtype).eval()
+        base = AutoModelForCausalLM.from_config(config).to(dtype).eval()
     lm = from_module(base, tiny_tokenizer(), spec="random")  # any tokenizer: prompts are random ids
-    for k in ks:
-        if k == 0:
-            yield "k=0", "random weights", lm
-            continue
-        removed = list(range(lm.num_layers - k, lm.num_layers))
-        folder = export_checkpoint(lm, removed, Path(work_dir) / f"k{k}")
+    del base
+    n = lm.num_layers
+    # Every export is written before the base is measured, so that the base can be freed before
+    # the first export loads: one model in memory at a time keeps each peak-memory figure its own.
+    folders = {k: export_checkpoint(lm, list(range(n - k, n)), Path(work_dir) / f"k{k}") for k in ks if k}
+    if 0 in ks:
+        yield "k=0", "random weights", lm
+    del lm  # the caller drops its reference once it has measured the base
+    for k, folder in folders.items():
         try:
-            yield f"k={k}", f"export without layers {removed[0]}..{removed[-1]}", load_model(
+            yield f"k={k}", f"export without layers {n - k}..{n - 1}", load_model(
                 str(folder), dtype=str(dtype).removeprefix("torch."), device=device)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
@@ -86,6 +99,7 @@ def main() -> None:
     ap.add_argument("--prompt-len", type=int, default=256)
     ap.add_argument("--new-tokens", type=int, default=32)
     ap.add_argument("--batches", default="1,8")
+    ap.add_argument("--repeats", type=int, default=3, help="timings are the median of this many runs")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--out", type=Path, default=ROOT / "reports" / "serving_speed.md")
@@ -97,7 +111,7 @@ def main() -> None:
     batches = tuple(int(b) for b in args.batches.split(","))
     rows = []
     for name, spec, lm in models(args):
-        s = speed(lm.model, args.prompt_len, args.new_tokens, batches)
+        s = speed(lm.model, args.prompt_len, args.new_tokens, batches, args.repeats)
         counts = parameter_counts(lm.model, lm.adapter)
         rows.append((name, spec, lm.num_layers, s, kv_cache_bytes_per_token(lm.model, lm.adapter), counts))
         del lm
@@ -111,7 +125,8 @@ def main() -> None:
     lines = ["# Serving speed: base vs attention-removed checkpoints", "",
              "Command: `python benchmarks/serving_speed.py " + " ".join(sys.argv[1:]) + "`", "",
              f"Device: {base[3]['device']}, {base[3]['dtype']}; prompt {args.prompt_len} random tokens; decode "
-             f"{args.new_tokens} greedy tokens with a KV cache, timed apart from the prefill; peak memory is "
+             f"{args.new_tokens} greedy tokens with a KV cache, timed apart from the prefill; times are the median "
+             f"of {args.repeats} runs; peak memory is "
              f"{'CUDA max allocated' if peak_key.startswith('peak_cuda') else 'process RSS (includes the Python process and the other models freed before)'}.",
              "", "| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
 

@@ -59,8 +59,9 @@ def test_kv_cache_bytes_per_token():
         assert kv_cache_bytes_per_token(model, adapter) == (TINY["num_hidden_layers"] - 1) * per_layer
 
 
-def test_speed_reports_units_and_device():
-    model = tiny_model("llama")
+@pytest.mark.parametrize("family", ["llama", "mistral", "qwen2", "qwen3"])
+def test_speed_reports_units_and_device(family):
+    model = tiny_model(family)
     with attention_switched(model, [0, 3]):  # decoding through skipped layers' cache placeholders
         speed(model, prompt_len=8, new_tokens=3, batches=(2,), repeats=1)
     out = speed(model, prompt_len=16, new_tokens=4, batches=(1, 2), repeats=1)

@@ -109,11 +109,15 @@ def test_cli_sweep_and_errors(setup, tmp_path):
     assert "| k | random seed 1 − last |" in res.stdout
     assert (out / "sweep.png").read_bytes()[:4] == b"\x89PNG"
     assert [r["k"] for r in json.loads((out / "sweep.json").read_text())["rows"]] == [0, 1, 3, 0, 1, 3]
+    res = cli("--criteria", f"{tmp_path / 'last'},{tmp_path / 'random'}", "--k", "1,3", *common, "--out", out,
+              "--collect-only", "--reference", "random seed 1")
+    assert res.exit_code == 0 and "| k | last − random seed 1 |" in res.stdout, res.output
     cases = [
         (["--criteria", tmp_path / "last", "--k", "1,4"], "k=4 is larger than the 3 layers in the order of last"),
         (["--criteria", tmp_path / "nothing", "--k", "1"], "no search.json"),
         (["--criteria", f"{tmp_path / 'last'},{tmp_path / 'last'}", "--k", "1"], "share a label"),
         (["--criteria", tmp_path / "last", "--k", "0"], "--k must list positive layer counts"),
+        (["--criteria", tmp_path / "last", "--k", "1", "--reference", "nose"], "--reference 'nose' is not one"),
     ]
     for args, message in cases:
         never = tmp_path / "never"

@@ -13,6 +13,7 @@ from nose.cli.common import (DeviceMapOpt, DeviceOpt, DtypeOpt, JsonOpt, Mode, M
 from nose.cli.eval_options import (BatchSizeOpt, BenchmarkOpt, IdsOpt, LimitOpt, MaxNewTokensOpt, PromptFileOpt,
                                    StratifiedOpt, SystemOpt, TimeoutOpt, WorkersOpt, benchmark_subset,
                                    prompt_and_generation)
+from nose.errors import NoseError
 
 
 @user_errors
@@ -37,6 +38,8 @@ def sweep(
     prompt_file: PromptFileOpt = None,
     system: SystemOpt = None,
     mode: Annotated[Mode, typer.Option(help="Replacement for the removed attention.")] = Mode.skip,
+    reference: Annotated[str | None, typer.Option(
+        help="Label of the order the CA differences are measured against (default: the first order).")] = None,
     collect_only: Annotated[bool, typer.Option("--collect-only", help="Run nothing: tabulate and plot the "
                                                "finished evaluations, list the missing ones.")] = False,
     dtype: DtypeOpt = "auto",
@@ -60,6 +63,10 @@ def sweep(
     orders = [Order.parse(spec.strip()) for spec in criteria.split(",") if spec.strip()]
     ks = parse_layers(k)
     check_sweep(orders, ks)  # before the model loads; the sweep checks the weights before writing
+    reference = reference or orders[0].label
+    if reference not in [o.label for o in orders]:
+        raise NoseError(f"--reference {reference!r} is not one of the orders' labels "
+                        f"({', '.join(o.label for o in orders)})")
     root, samples = benchmark_subset(benchmark, ids, limit, stratified)
     prompt, gen = prompt_and_generation(prompt_file, system, max_new_tokens, 1, 0.0, batch_size, 0, "transformers")
     config = EvalConfig(workers=workers, timeout_s=timeout, mode=mode.value, efficiency=False)
@@ -79,8 +86,8 @@ def sweep(
     for metric, title in (("ca_percent", "CA [%]"), ("codebleu", "CodeBLEU"), ("bleu", "BLEU")):
         typer.echo(f"\n{title}\n" + sweep_markdown(record, metric))
     if len(orders) > 1:
-        typer.echo(f"\nCA difference to {orders[0].label} [percentage points, paired 95 % bootstrap]\n"
-                   + difference_markdown(record))
+        typer.echo(f"\nCA difference to {reference} [percentage points, paired 95 % bootstrap]\n"
+                   + difference_markdown(record, reference))
     if record["missing"]:
         typer.echo(f"\nnot evaluated yet: {', '.join(record['missing'])}")
     typer.echo(f"\nwrote {out / FILENAME} and {plot}")
