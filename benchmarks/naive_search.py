@@ -75,14 +75,15 @@ def naive_search(lm: LoadedModel, calib: CalibrationSet, steps: int, mode: str =
     removed: list[int] = []
     work = {"layer_forwards": 0, "head_forwards": 0}
     out = []
+
+    def value(state: list[int]) -> float:
+        if criterion == "loss":
+            return _loss(lm, calib, state, mode, batch_size, work)
+        return _entropy(lm, calib, state, mode, tgt, batch_size, work)
+
+    sign = 1 if criterion == "loss" else -1  # score: loss increase, or transfer entropy H(S) - H(S+i)
     for _ in range(steps):
         t0 = time.perf_counter()
-        if criterion == "loss":
-            value = lambda state: _loss(lm, calib, state, mode, batch_size, work)  # noqa: E731
-            sign = 1
-        else:
-            value = lambda state: _entropy(lm, calib, state, mode, tgt, batch_size, work)  # noqa: E731
-            sign = -1
         base = value(removed)
         score = {i: sign * (value(removed + [i]) - base)
                  for i in range(last + 1) if i not in removed and i not in protect}

@@ -105,6 +105,15 @@ def test_loss_equals_the_naive_oracle(family, mode, tok, calib):
             assert c["score"] == pytest.approx(naive["steps"][k]["candidates"][c["layer"]], abs=1e-5)
 
 
+def test_cli_choices_mirror_the_library():
+    """The CLI's enums are written out so that ``nose --help`` starts without importing torch."""
+    from nose.cli.common import Criterion, Mode
+    from nose.model.switches import MODES
+
+    assert {c.value for c in Criterion} == set(CRITERIA)
+    assert {m.value for m in Mode} == set(MODES)
+
+
 def test_criterion_settings_errors(tok, calib):
     lm = tiny_loaded("llama", tok)
     with pytest.raises(NoseError, match="unknown criterion 'entropy'"):
