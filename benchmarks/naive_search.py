@@ -1,10 +1,15 @@
-"""The naive greedy search (NOSE or loss): the oracle the fast search is checked against.
+"""The naive greedy search: the oracle the fast search is checked against.
 
 Deliberately simple and independent of nose.search's statistics and prefix cache: for every
 candidate it switches S ∪ {i} and runs the *whole* causal LM (logits included, as the thesis
-code did). NOSE gathers the target features of all counted tokens into one float64 array and
-takes ``Σ_j log std_j`` with numpy; the loss criterion takes the mean next-token NLL of the
-float64 log-softmax over the positions whose token and next token are both unmasked.
+code did), then computes the criterion's statistic of the state with float64 numpy/torch, read
+from the registry entry's ``oracle`` path:
+
+- ``entropy``: the target features of all counted tokens in one array, ``Σ_j log std_j``;
+- ``nll``: mean next-token NLL of the float64 log-softmax at the counted next-token positions;
+- ``kl``: mean ``KL(p_intact ‖ p_state)`` at the same positions, the intact logits computed once.
+
+The score of a candidate is the registry's ``score(value of S, value of S ∪ {i})``.
 """
 
 from __future__ import annotations
@@ -17,75 +22,79 @@ import torch
 from nose.model.loading import LoadedModel
 from nose.model.switches import attention_switched
 from nose.search.calibration import CalibrationSet
+from nose.search.criteria import CRITERIA
 from nose.search.target import Target
 
 
-@torch.no_grad()
-def _loss(lm: LoadedModel, calib: CalibrationSet, removed: list[int], mode: str, batch_size: int,
-          work: dict) -> float:
+def _forward(lm: LoadedModel, calib: CalibrationSet, removed: list[int], mode: str, batch_size: int,
+             module: torch.nn.Module, work: dict) -> list[tuple]:
+    """(batch, logits float64, target output float64) for every batch with ``removed`` switched off."""
+    grabbed = {}
+    handle = module.register_forward_hook(
+        lambda mod, args, out: grabbed.__setitem__("out", out[0] if isinstance(out, tuple) else out))
+    out = []
+    try:
+        with torch.no_grad(), attention_switched(lm.model, removed, mode, adapter=lm.adapter):
+            for batch in calib.batches(batch_size, "token"):
+                logits = lm.model(input_ids=batch.input_ids.to(lm.device),
+                                  attention_mask=batch.attention_mask.to(lm.device), use_cache=False).logits
+                work["layer_forwards"] += lm.num_layers
+                work["head_forwards"] += 1
+                out.append((batch, logits.double().cpu(), grabbed["out"].double().cpu()))
+    finally:
+        handle.remove()
+    return out
+
+
+def _next_positions(batch) -> torch.Tensor:
+    pos = torch.zeros_like(batch.attention_mask, dtype=torch.bool)
+    pos[:, :-1] = batch.attention_mask[:, :-1].bool() & batch.count_mask[:, 1:].bool()
+    return pos
+
+
+def _entropy(runs) -> float:
+    x = np.concatenate([feats[batch.count_mask.bool()].numpy() for batch, _, feats in runs])
+    return float(np.log(x.std(axis=0)).sum())
+
+
+def _nll(runs) -> float:
     total, count = 0.0, 0
-    with attention_switched(lm.model, removed, mode, adapter=lm.adapter):
-        for start in range(0, calib.samples, batch_size):
-            ids = calib.input_ids[start:start + batch_size]
-            mask = calib.attention_mask[start:start + batch_size].bool()
-            logits = lm.model(input_ids=ids.to(lm.device), attention_mask=mask.long().to(lm.device),
-                              use_cache=False).logits.double().cpu()
-            work["layer_forwards"] += lm.num_layers
-            work["head_forwards"] += 1
-            logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:, None])[..., 0]
-            counted = mask[:, 1:] & mask[:, :-1]
-            total -= float(logp[counted].sum())
-            count += int(counted.sum())
+    for batch, logits, _ in runs:
+        pos = _next_positions(batch)
+        logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, batch.input_ids[:, 1:, None])[..., 0]
+        total -= float(logp[pos[:, :-1]].sum())
+        count += int(pos.sum())
     return total / count
 
 
-@torch.no_grad()
-def _entropy(lm: LoadedModel, calib: CalibrationSet, removed: list[int], mode: str, target: Target,
-             batch_size: int, work: dict) -> float:
-    module = target.module(lm.model, lm.adapter)
-    rows = []
-
-    def grab(mod, args, output):
-        out = output[0] if isinstance(output, tuple) else output
-        grab.current = out
-
-    handle = module.register_forward_hook(grab)
-    try:
-        with attention_switched(lm.model, removed, mode, adapter=lm.adapter):
-            for start in range(0, calib.samples, batch_size):
-                ids = calib.input_ids[start:start + batch_size]
-                mask = calib.attention_mask[start:start + batch_size]
-                lm.model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device), use_cache=False)
-                work["layer_forwards"] += lm.num_layers
-                work["head_forwards"] += 1
-                feats = grab.current.double().cpu().numpy()
-                rows.append(feats[mask.numpy().astype(bool)])
-    finally:
-        handle.remove()
-    x = np.concatenate(rows)
-    return float(np.log(x.std(axis=0)).sum())
+def _kl(runs, intact) -> float:
+    total, count = 0.0, 0
+    for (batch, logits, _), (_, ref, _) in zip(runs, intact):
+        pos = _next_positions(batch)
+        logp, logq = torch.log_softmax(ref[pos], dim=-1), torch.log_softmax(logits[pos], dim=-1)
+        total += float((logp.exp() * (logp - logq)).sum())
+        count += int(pos.sum())
+    return total / count
 
 
 def naive_search(lm: LoadedModel, calib: CalibrationSet, steps: int, mode: str = "skip",
                  target: str = "final", protect: tuple[int, ...] = (0,), batch_size: int = 4,
                  criterion: str = "nose") -> dict:
-    """Steps with ``base`` (entropy or loss of S), ``candidates`` (layer -> score), ``selected``."""
-    tgt = Target.parse(target, lm.num_layers)
+    """Steps with ``base`` (the statistic of S), ``candidates`` (layer -> score), ``selected``."""
+    crit = CRITERIA[criterion]
+    tgt = Target.parse(crit.target or target, lm.num_layers)
+    module = tgt.module(lm.model, lm.adapter)
     last = tgt.last_layer(lm.num_layers)
     removed: list[int] = []
     work = {"layer_forwards": 0, "head_forwards": 0}
+    intact = _forward(lm, calib, [], mode, batch_size, module, work) if crit.oracle == "kl" else None
+    statistic = {"entropy": _entropy, "nll": _nll, "kl": lambda runs: _kl(runs, intact)}[crit.oracle]
     out = []
-
-    def value(state: list[int]) -> float:
-        if criterion == "loss":
-            return _loss(lm, calib, state, mode, batch_size, work)
-        return _entropy(lm, calib, state, mode, tgt, batch_size, work)
-
-    sign = 1 if criterion == "loss" else -1  # score: loss increase, or transfer entropy H(S) - H(S+i)
     for _ in range(steps):
         t0 = time.perf_counter()
-        base = value(removed)
-        score = {i: sign * (value(removed + [i]) - base)
+        base = statistic(_forward(lm, calib, removed, mode, batch_size, module, work))
+        score = {i: float(crit.score(base, statistic(_forward(lm, calib, removed + [i], mode, batch_size, module,
+                                                                 work))))
                  for i in range(last + 1) if i not in removed and i not in protect}
         winner = min(score, key=lambda i: (score[i], i))
         out.append({"selected": winner, "score": score[winner], "candidates": score, "base": base,

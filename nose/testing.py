@@ -63,3 +63,70 @@ def tiny_loaded(family: str = "llama", tokenizer=None, seed: int = 0):
 
     tokenizer = tokenizer or tiny_tokenizer()
     return from_module(tiny_model(family, seed=seed, vocab_size=len(tokenizer)), tokenizer)
+
+
+# Eight samples written for the tests (two per G-TransEval type), in the benchmark's upstream
+# layout, so harness and evaluation tests run on a clone with nothing beside it. None of them is
+# taken from the benchmark. Each: (Java line, Python line, name, param types, return type, 5 cases).
+_TINY_SAMPLES = {
+    1: [("public static int triple_sum ( int a , int b , int c ) { return a + b + c ; }",
+         "def triple_sum ( a , b , c ) : NEW_LINE INDENT return a + b + c NEW_LINE DEDENT",
+         "triple_sum", ["int", "int", "int"], "int",
+         [(["1", "2", "3"], "6"), (["0", "0", "0"], "0"), (["-1", "5", "2"], "6"), (["10", "20", "30"], "60"),
+          (["7", "7", "7"], "21")]),
+        ("public static boolean is_even ( int n ) { return n % 2 == 0 ; }",
+         "def is_even ( n ) : NEW_LINE INDENT return n % 2 == 0 NEW_LINE DEDENT",
+         "is_even", ["int"], "bool",
+         [(["4"], "true"), (["7"], "false"), (["0"], "true"), (["-2"], "true"), (["13"], "false")])],
+    2: [("public static int sum_to ( int n ) { int total = 0 ; for ( int i = 1 ; i <= n ; i ++ ) { total += i ; } "
+         "return total ; }",
+         "def sum_to ( n ) : NEW_LINE INDENT total = 0 NEW_LINE for i in range ( 1 , n + 1 ) : NEW_LINE INDENT "
+         "total += i NEW_LINE DEDENT return total NEW_LINE DEDENT",
+         "sum_to", ["int"], "int",
+         [(["1"], "1"), (["4"], "10"), (["10"], "55"), (["0"], "0"), (["100"], "5050")]),
+        ("public static double average_of_two ( double a , double b ) { return ( a + b ) / 2.0 ; }",
+         "def average_of_two ( a , b ) : NEW_LINE INDENT return ( a + b ) / 2.0 NEW_LINE DEDENT",
+         "average_of_two", ["double", "double"], "double",
+         [(["1.0", "3.0"], "2.0"), (["2.5", "2.5"], "2.5"), (["-1.0", "1.0"], "0.0"), (["0.5", "0.25"], "0.375"),
+          (["10.0", "5.0"], "7.5")])],
+    3: [('public static String shout ( String s ) { return s . toUpperCase ( ) + "!" ; }',
+         'def shout ( s ) : NEW_LINE INDENT return s . upper ( ) + "!" NEW_LINE DEDENT',
+         "shout", ["string"], "string",
+         [(["hi"], "HI!"), (["abc"], "ABC!"), ([""], "!"), (["x y"], "X Y!"), (["Ok"], "OK!")]),
+        ("public static int largest ( int [ ] values ) { return Arrays . stream ( values ) . max ( ) . getAsInt ( ) ; }",
+         "def largest ( values ) : NEW_LINE INDENT return max ( values ) NEW_LINE DEDENT",
+         "largest", ["[int]"], "int",
+         [([["1", "5", "3"]], "5"), ([["-4", "-2"]], "-2"), ([["9"]], "9"), ([["0", "0", "1"]], "1"),
+          ([["12", "40", "7", "40"]], "40")])],
+    4: [("public static long count_even ( int [ ] xs ) { return Arrays . stream ( xs ) . filter ( x -> x % 2 == 0 ) "
+         ". count ( ) ; }",
+         "def count_even ( xs ) : NEW_LINE INDENT return sum ( 1 for x in xs if x % 2 == 0 ) NEW_LINE DEDENT",
+         "count_even", ["[int]"], "int",
+         [([["1", "2", "4"]], "2"), ([["3", "5"]], "0"), ([[]], "0"), ([["0", "-2", "7"]], "2"),
+          ([["8", "8", "8", "8"]], "4")]),
+        ("public static List < Integer > squares ( int n ) { return IntStream . range ( 0 , n ) . map ( i -> i * i ) "
+         ". boxed ( ) . collect ( Collectors . toList ( ) ) ; }",
+         "def squares ( n ) : NEW_LINE INDENT return [ i * i for i in range ( n ) ] NEW_LINE DEDENT",
+         "squares", ["int"], "[int]",
+         [(["3"], ["0", "1", "4"]), (["0"], []), (["1"], ["0"]), (["5"], ["0", "1", "4", "9", "16"]),
+          (["2"], ["0", "1"])])],
+}
+
+
+def write_tiny_benchmark(root: Path) -> Path:
+    """A tiny benchmark in G-TransEval's upstream layout (8 samples of our own); returns ``root``."""
+    import json
+
+    root = Path(root)
+    for k, samples in _TINY_SAMPLES.items():
+        folder = root / "G-TransEval" / f"Type{k}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "Java.test").write_text("".join(s[0] + "\n" for s in samples))
+        (folder / "Python.test").write_text("".join(s[1] + "\n" for s in samples))
+        questions = [{"name": name, "paramsType": params, "returnType": ret,
+                      "tests": [{"params": p, "return": r} for p, r in cases]}
+                     for _, _, name, params, ret, cases in samples]
+        config = root / "TestRunner" / "config"
+        config.mkdir(parents=True, exist_ok=True)
+        (config / f"l{k}.json").write_text(json.dumps({"name": f"l{k}", "questions": questions}))
+    return root

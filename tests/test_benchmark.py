@@ -1,6 +1,3 @@
-import json
-from pathlib import Path
-
 import pytest
 
 from nose.errors import NoseError
@@ -8,19 +5,16 @@ from nose.evaluate.benchmark import format_java, load_benchmark, select
 from nose.evaluate.run import build_program, verdict
 from nose.evaluate.sandbox import Limits, run_many
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "g-transeval"
 
 
 @pytest.fixture(scope="module")
-def samples():
-    if not (DATA / "original").exists():
-        pytest.fail(f"the shared G-TransEval copy is missing at {DATA}")
-    return load_benchmark(DATA / "original")
+def samples(gtranseval):
+    return load_benchmark(gtranseval)
 
 
 @pytest.fixture(scope="module")
-def records():
-    return {r["id"]: r for r in map(json.loads, (DATA / "java_python.jsonl").read_text().splitlines())}
+def records(gtranseval_records):
+    return gtranseval_records
 
 
 def test_upstream_layout_gives_400_samples_with_types(samples):
@@ -78,3 +72,10 @@ def test_bad_benchmark_paths(tmp_path):
     (tmp_path / "Type1").mkdir()
     with pytest.raises(NoseError, match="not in the G-TransEval layout"):
         load_benchmark(tmp_path)
+
+
+def test_tiny_benchmark_references_pass_and_trivial_answers_fail(tiny_bench):
+    tiny = load_benchmark(tiny_bench)
+    assert [s.id for s in tiny] == ["l1-000", "l1-001", "l2-000", "l2-001", "l3-000", "l3-001", "l4-000", "l4-001"]
+    assert run_all(tiny, lambda s: s.python_reference) == ["passed"] * 8
+    assert "passed" not in run_all(tiny, lambda s: f"def {s.python_entry_point}(*args):\n    return 0\n")

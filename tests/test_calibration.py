@@ -1,5 +1,4 @@
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -7,7 +6,6 @@ import torch
 from nose.errors import NoseError
 from nose.search.calibration import build_calibration, iter_documents
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "g-transeval" / "original"
 
 
 def test_stdlib_default_packs_full_rows(tok):
@@ -41,18 +39,21 @@ def test_text_jsonl_and_chat_sources(tok, tmp_path):
         build_calibration(tok, str(bad))
 
 
-def test_folder_of_code_and_gtranseval_clone(tok, tmp_path):
+def test_folder_of_code(tok, tmp_path):
     (tmp_path / "src" / "pkg").mkdir(parents=True)
     (tmp_path / "src" / "pkg" / "m.py").write_text("import os\nprint(os.getcwd())\n" * 20)
     (tmp_path / "src" / "Main.java").write_text("class Main { int f() { return 1; } }\n" * 20)
     (tmp_path / "src" / "data.bin").write_bytes(b"\x00\x01")
     docs = list(iter_documents(str(tmp_path / "src"), tok))
     assert len(docs) == 2
-    if not SHARED.exists():
-        pytest.skip("shared G-TransEval copy not beside this checkout")
-    java = list(iter_documents(str(SHARED), tok))
+
+
+def test_a_gtranseval_clone_gives_its_java_programs(tok, tiny_bench, gtranseval):
+    tiny = list(iter_documents(str(tiny_bench), tok))
+    assert len(tiny) == 8 and tiny[0].startswith("public static int triple_sum")
+    java = list(iter_documents(str(gtranseval), tok))
     assert len(java) == 400 and all("(" in d for d in java)
-    cal = build_calibration(tok, str(SHARED), samples=4, seq_len=64)
+    cal = build_calibration(tok, str(gtranseval), samples=4, seq_len=64)
     assert cal.samples == 4
 
 

@@ -8,7 +8,8 @@ from benchmarks.naive_search import naive_search
 from nose.cli.app import app
 from nose.errors import NoseError
 from nose.search.calibration import build_calibration
-from nose.search.config import CRITERIA, SearchConfig
+from nose.search.config import SearchConfig
+from nose.search.criteria import CRITERIA
 from nose.search.run import run_search
 from nose.testing import tiny_loaded
 
@@ -22,7 +23,7 @@ def test_every_criterion_writes_the_same_record_shape(criterion, tok, calib, tmp
     lm = tiny_loaded("qwen2", tok)
     rec = run_search(lm, calib, SearchConfig(steps=3, criterion=criterion, bootstrap=30), out_dir=tmp_path)
     assert json.loads((tmp_path / "search.json").read_text()) == json.loads(json.dumps(rec))
-    assert rec["settings"]["criterion"] == criterion and rec["score"] == CRITERIA[criterion]
+    assert rec["settings"]["criterion"] == criterion and rec["score"] == CRITERIA[criterion].record()
     assert rec["complete"] and len(rec["order"]) == len(set(rec["order"])) == 3 and 0 not in rec["order"]
     for k, step in enumerate(rec["steps"]):
         assert STEP_KEYS <= set(step)
@@ -92,17 +93,73 @@ def test_cosine_equals_a_direct_computation(family, tok, tmp_path):
     assert rec["order"] == sorted(range(1, 6), key=lambda i: direct[i])
 
 
-@pytest.mark.parametrize("family,mode", [("llama", "skip"), ("qwen2", "skip"), ("llama", "double")])
-def test_loss_equals_the_naive_oracle(family, mode, tok, calib):
-    lm = tiny_loaded(family, tok)
-    fast = run_search(lm, calib, SearchConfig(steps=3, criterion="loss", mode=mode, bootstrap=0))
-    naive = naive_search(lm, calib, 3, mode=mode, criterion="loss")
+def assert_equals_oracle(fast, naive, abs_tol=1e-5):
     assert fast["order"] == naive["order"]
-    assert fast["settings"]["target"] == "logits"
     for k, step in enumerate(fast["steps"]):
-        assert step["base_value"] == pytest.approx(naive["steps"][k]["base"], abs=1e-5)
+        assert step["base_value"] == pytest.approx(naive["steps"][k]["base"], abs=abs_tol)
         for c in step["candidates"]:
-            assert c["score"] == pytest.approx(naive["steps"][k]["candidates"][c["layer"]], abs=1e-5)
+            assert c["score"] == pytest.approx(naive["steps"][k]["candidates"][c["layer"]], abs=abs_tol)
+
+
+@pytest.mark.parametrize("criterion", ["loss", "kl", "nose-abs"])
+@pytest.mark.parametrize("family,mode", [("llama", "skip"), ("qwen2", "skip"), ("llama", "double")])
+def test_greedy_criteria_equal_the_naive_oracle(criterion, family, mode, tok, calib):
+    lm = tiny_loaded(family, tok)
+    fast = run_search(lm, calib, SearchConfig(steps=3, criterion=criterion, mode=mode, bootstrap=0))
+    naive = naive_search(lm, calib, 3, mode=mode, criterion=criterion)
+    assert_equals_oracle(fast, naive)
+    assert fast["settings"]["target"] == (CRITERIA[criterion].target or "final")
+    if criterion == "kl":  # KL of the intact model to itself is zero; removing attention costs some
+        assert fast["steps"][0]["base_value"] == pytest.approx(0.0, abs=1e-6)
+        assert all(c["score"] > 0 for c in fast["steps"][0]["candidates"])
+
+
+@pytest.fixture(scope="module")
+def chat_file(tmp_path_factory):
+    """Chat transcripts of uneven length: a prompt and an answer each."""
+    path = tmp_path_factory.mktemp("chat") / "chat.jsonl"
+    records = [{"messages": [{"role": "user", "content": f"translate int f{i}(int x) {{ return x * {i}; }}" * (1 + i % 3)},
+                             {"role": "assistant", "content": f"def f{i}(x):\n    return x * {i}\n" * (1 + i % 2)}]}
+               for i in range(7)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+@pytest.mark.parametrize("criterion", ["kl", "loss", "nose"])
+def test_answer_only_statistics_equal_the_oracle(criterion, tok, chat_file):
+    answer = build_calibration(tok, str(chat_file), samples=7, seq_len=96, count="answer")
+    every = build_calibration(tok, str(chat_file), samples=7, seq_len=96, count="all")
+    assert 0 < answer.counted_tokens < every.counted_tokens == every.tokens
+    assert (answer.attention_mask == 0).any() and answer.sha256() != every.sha256()
+    lm = tiny_loaded("llama", tok)
+    for cal in (answer, every):
+        fast = run_search(lm, cal, SearchConfig(steps=2, criterion=criterion, bootstrap=0, batch_size=3))
+        assert_equals_oracle(fast, naive_search(lm, cal, 2, criterion=criterion, batch_size=3))
+        assert fast["calibration"]["count"] == cal.count
+
+
+def test_kl_has_bootstrap_intervals(tok, calib):
+    lm = tiny_loaded("qwen2", tok)
+    rec = run_search(lm, calib, SearchConfig(steps=2, criterion="kl", bootstrap=100, seed=2))
+    for step in rec["steps"]:
+        intervals = [c["ci95"] for c in step["candidates"]]
+        assert all(0.0 <= lo <= hi for lo, hi in intervals)  # a KL is never negative
+        assert len({tuple(i) for i in intervals}) == len(intervals)
+        assert isinstance(step["separated"], bool) and 0.0 <= step["p_win"] <= 1.0
+
+
+def test_replicates_without_counted_tokens_are_left_out_not_zero():
+    import numpy as np
+
+    from nose.search.loss import LossStats
+    from nose.search.steps import step_record
+
+    stats = LossStats([np.array([2.0, 0.0, 4.0])], [np.array([1.0, 0.0, 2.0])])  # row 1 counts nothing
+    w = np.array([[1.0, 1.0, 1.0], [0.0, 3.0, 0.0], [0.0, 1.0, 2.0]])
+    boot = stats.bootstrap(w)
+    assert boot[0] == 2.0 and np.isnan(boot[1]) and boot[2] == 2.0  # not a loss of 0
+    rec = step_record(0, {1: 0.5, 2: 0.7}, {1: np.array([0.4, np.nan, 0.6]), 2: np.array([0.6, np.nan, 0.8])})
+    assert rec["ci95"] == pytest.approx([0.405, 0.595]) and rec["p_win"] == 1.0 and rec["separated"]
 
 
 def test_cli_choices_mirror_the_library():
@@ -118,8 +175,10 @@ def test_criterion_settings_errors(tok, calib):
     lm = tiny_loaded("llama", tok)
     with pytest.raises(NoseError, match="unknown criterion 'entropy'"):
         run_search(lm, calib, SearchConfig(criterion="entropy"))
-    with pytest.raises(NoseError, match="--target applies to --criterion nose only"):
+    with pytest.raises(NoseError, match="--target applies to --criterion nose or nose-abs only"):
         run_search(lm, calib, SearchConfig(criterion="cosine", target="logits"))
+    with pytest.raises(NoseError, match="--target applies to --criterion nose or nose-abs only; kl"):
+        run_search(lm, calib, SearchConfig(criterion="kl", target="layer:2"))
 
 
 def test_cli_criterion(saved_tiny, tmp_path):
@@ -135,7 +194,7 @@ def test_cli_criterion(saved_tiny, tmp_path):
     assert bad.exit_code == 2 and "entropy" in bad.stderr and not (tmp_path / "never").exists()
     bad = runner.invoke(app, ["search", "--model", str(model), "--criterion", "last", "--target", "logits",
                               "--out", str(tmp_path / "never"), *fast])
-    assert bad.exit_code == 2 and "--target applies to --criterion nose only" in bad.stderr
+    assert bad.exit_code == 2 and "--target applies to --criterion nose or nose-abs only" in bad.stderr
     # a search of another criterion in the same folder is not resumed
     again = runner.invoke(app, ["search", "--model", str(model), "--criterion", "random", "--steps", "3",
                                 "--out", str(tmp_path / "cos"), *fast, "--resume"])

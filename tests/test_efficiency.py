@@ -8,15 +8,16 @@ from nose.testing import TINY, tiny_model
 
 
 def analytic_params(cfg, attention_layers: int) -> dict:
+    """Skipped layers lose their attention and its input norm (an export drops both)."""
     h, inter, heads, kv = cfg.hidden_size, cfg.intermediate_size, cfg.num_attention_heads, cfg.num_key_value_heads
     hd = h // heads
     attn = h * heads * hd * 2 + h * kv * hd * 2
     if cfg.model_type == "qwen2":
         attn += heads * hd + 2 * kv * hd  # q, k, v biases
-    layer_rest = 3 * h * inter + 2 * h
+    layer_rest = 3 * h * inter + h  # MLP and post-attention norm
     emb = cfg.vocab_size * h * (1 if cfg.tie_word_embeddings else 2)
     return {"attention": attn * attention_layers,
-            "total": emb + h + cfg.num_hidden_layers * layer_rest + attn * attention_layers, "embedding": emb}
+            "total": emb + h + cfg.num_hidden_layers * layer_rest + (attn + h) * attention_layers, "embedding": emb}
 
 
 @pytest.mark.parametrize("family", ["llama", "qwen2"])

@@ -1,5 +1,4 @@
 import json
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -12,8 +11,7 @@ from nose.evaluate.generation import GenerationConfig, PromptConfig
 from nose.evaluate.run import EvalConfig, evaluate
 from nose.model.loading import load_model
 
-BENCH = Path(__file__).resolve().parents[2] / "shared" / "data" / "g-transeval" / "original"
-IDS = ["l1-000", "l2-004", "l3-010", "l4-001"]
+IDS = ["l1-000", "l2-001", "l3-000", "l4-001"]
 runner = CliRunner()
 
 
@@ -22,14 +20,14 @@ def tiny_lm(saved_tiny):
     return load_model(str(saved_tiny("llama")))
 
 
-def run(lm, out, ids=IDS, **gen):
-    samples = select(load_benchmark(BENCH), ids=ids)
+def run(bench, lm, out, ids=IDS, **gen):
+    samples = select(load_benchmark(bench), ids=ids)
     return evaluate(lm, samples, PromptConfig(), GenerationConfig(max_new_tokens=6, batch_size=2, **gen),
-                    EvalConfig(efficiency=False), out, str(BENCH))
+                    EvalConfig(efficiency=False), out, str(bench))
 
 
-def test_results_and_samples_files(tiny_lm, tmp_path):
-    res = run(tiny_lm, tmp_path)
+def test_results_and_samples_files(tiny_lm, tmp_path, tiny_bench):
+    res = run(tiny_bench, tiny_lm, tmp_path)
     assert res["metrics"]["samples"] == 4 and set(res["metrics"]["ca_by_type"]) == {"token", "syntax", "library", "algorithm"}
     lines = [json.loads(x) for x in (tmp_path / "samples.jsonl").read_text().splitlines()]
     assert sorted(r["id"] for r in lines) == IDS
@@ -41,8 +39,8 @@ def test_results_and_samples_files(tiny_lm, tmp_path):
     assert "Translate the following Java function" in saved["prompt"]["template"]
 
 
-def test_resume_generates_only_what_is_missing(tiny_lm, tmp_path, monkeypatch):
-    first = run(tiny_lm, tmp_path)
+def test_resume_generates_only_what_is_missing(tiny_lm, tmp_path, monkeypatch, tiny_bench):
+    first = run(tiny_bench, tiny_lm, tmp_path)
     path = tmp_path / "samples.jsonl"
     lines = path.read_text().splitlines()
     path.write_text(lines[0] + "\n" + lines[1][: len(lines[1]) // 2])  # killed mid-write
@@ -50,18 +48,18 @@ def test_resume_generates_only_what_is_missing(tiny_lm, tmp_path, monkeypatch):
     real = run_module.generate_transformers
     monkeypatch.setattr(run_module, "generate_transformers",
                         lambda model, tok, prompts, cfg: calls.append(len(prompts)) or real(model, tok, prompts, cfg))
-    again = run(tiny_lm, tmp_path)
+    again = run(tiny_bench, tiny_lm, tmp_path)
     assert sum(calls) == 3
     assert again["metrics"]["ca_percent"] == first["metrics"]["ca_percent"]
     assert len(path.read_text().splitlines()) == 4
     with pytest.raises(NoseError, match="other settings"):
-        run(tiny_lm, tmp_path, seed=5)
+        run(tiny_bench, tiny_lm, tmp_path, seed=5)
 
 
-def test_sampling_needs_temperature_and_gives_pass_at_k(tiny_lm, tmp_path):
+def test_sampling_needs_temperature_and_gives_pass_at_k(tiny_lm, tmp_path, tiny_bench):
     with pytest.raises(NoseError, match="--temperature above 0"):
-        run(tiny_lm, tmp_path / "a", n=3)
-    res = run(tiny_lm, tmp_path / "b", ids=IDS[:2], n=3, temperature=0.8)
+        run(tiny_bench, tiny_lm, tmp_path / "a", n=3)
+    res = run(tiny_bench, tiny_lm, tmp_path / "b", ids=IDS[:2], n=3, temperature=0.8)
     assert set(res["metrics"]["pass_at_k"]) == {"1"}
     rec = json.loads((tmp_path / "b" / "samples.jsonl").read_text().splitlines()[0])
     assert len(rec["outputs"]) == 3
@@ -71,15 +69,15 @@ def cli(*args):
     return runner.invoke(app, ["evaluate", *map(str, args)])
 
 
-def test_cli_bad_inputs(saved_tiny, tmp_path):
+def test_cli_bad_inputs(saved_tiny, tmp_path, tiny_bench):
     model = saved_tiny("llama")
     cases = [
         (["--benchmark", tmp_path / "nope"], "does not exist"),
         (["--benchmark", tmp_path], "not in the G-TransEval layout"),
-        (["--benchmark", BENCH, "--ids", "l1-000,l7-001"], "unknown sample ids: l7-001"),
-        (["--benchmark", BENCH, "--workers", "0"], "--workers must be at least 1"),
-        (["--benchmark", BENCH, "--model", tmp_path / "missing-model"], "does not exist"),
-        (["--benchmark", BENCH, "--drop-attention", "9"], "--drop-attention layer index 9 is out of range"),
+        (["--benchmark", tiny_bench, "--ids", "l1-000,l7-001"], "unknown sample ids: l7-001"),
+        (["--benchmark", tiny_bench, "--workers", "0"], "--workers must be at least 1"),
+        (["--benchmark", tiny_bench, "--model", tmp_path / "missing-model"], "does not exist"),
+        (["--benchmark", tiny_bench, "--drop-attention", "9"], "--drop-attention layer index 9 is out of range"),
     ]
     for args, message in cases:
         out = tmp_path / "never"
@@ -89,19 +87,19 @@ def test_cli_bad_inputs(saved_tiny, tmp_path):
         assert not out.exists()
     blocker = tmp_path / "file"
     blocker.write_text("")
-    res = cli("--model", model, "--benchmark", BENCH, "--out", blocker / "x")
+    res = cli("--model", model, "--benchmark", tiny_bench, "--out", blocker / "x")
     assert res.exit_code == 2 and "not writable" in res.stderr
 
 
-def test_cli_evaluate_and_report(saved_tiny, tmp_path):
+def test_cli_evaluate_and_report(saved_tiny, tmp_path, tiny_bench):
     model = saved_tiny("llama")
     base = tmp_path / "base"
-    res = cli("--model", model, "--benchmark", BENCH, "--ids", "l1-000,l2-001", "--max-new-tokens", 4,
+    res = cli("--model", model, "--benchmark", tiny_bench, "--ids", "l1-000,l2-001", "--max-new-tokens", 4,
               "--out", base, "--json")
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["samples"] == 2
     dropped = tmp_path / "dropped"
-    res = cli("--model", model, "--benchmark", BENCH, "--ids", "l1-000,l2-001", "--max-new-tokens", 4,
+    res = cli("--model", model, "--benchmark", tiny_bench, "--ids", "l1-000,l2-001", "--max-new-tokens", 4,
               "--out", dropped, "--drop-attention", "2,3")
     assert res.exit_code == 0, res.output
     assert json.loads((dropped / "results.json").read_text())["removed_attention"] == [2, 3]
@@ -117,3 +115,40 @@ def test_cli_evaluate_and_report(saved_tiny, tmp_path):
     assert "| metric | base | k=2 (Δ%) |" in md and (tmp_path / "rep" / "ca_by_type.png").exists()
     bad = runner.invoke(app, ["report", str(tmp_path / "nothing")])
     assert bad.exit_code == 2 and "no results.json" in bad.stderr
+
+
+def test_a_kill_while_resuming_loses_no_finished_sample(tiny_lm, tmp_path, monkeypatch, tiny_bench):
+    run(tiny_bench, tiny_lm, tmp_path)
+    path = tmp_path / "samples.jsonl"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines) + "\n" + lines[0][:20])  # a torn tail: resume rewrites the file
+    real, calls = run_module.json.dumps, []
+
+    def killed(obj, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # killed half-way through the rewrite
+        return real(obj, *args, **kwargs)
+
+    monkeypatch.setattr(run_module.json, "dumps", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run_module.read_done(path, json.loads(lines[0])["settings_hash"])
+    monkeypatch.setattr(run_module.json, "dumps", real)
+    assert path.read_text().splitlines()[:4] == lines  # every finished sample is still there
+
+
+def test_vllm_backend_refuses_what_it_cannot_honour(saved_tiny, tmp_path, tiny_bench):
+    from nose.model.replacements import Linear
+    from nose.shrink.export import export_checkpoint
+
+    lm = load_model(str(saved_tiny("llama", intermediate_size=256)))
+    with pytest.raises(NoseError, match="in-memory changes .* would be ignored"):
+        evaluate(lm, select(load_benchmark(tiny_bench), ids=IDS[:1]), PromptConfig(),
+                 GenerationConfig(backend="vllm"), EvalConfig(drop_attention=[2], efficiency=False), tmp_path / "a",
+                 str(tiny_bench))
+    import torch
+
+    folder = export_checkpoint(lm, {2: Linear(torch.eye(64))}, tmp_path / "linear")
+    with pytest.raises(NoseError, match=r"vLLM cannot serve this checkpoint: layers \[2\] are linear"):
+        evaluate(load_model(str(folder)), select(load_benchmark(tiny_bench), ids=IDS[:1]), PromptConfig(),
+                 GenerationConfig(backend="vllm"), EvalConfig(efficiency=False), tmp_path / "b", str(tiny_bench))

@@ -8,6 +8,7 @@ from transformers import AutoModelForCausalLM
 
 from nose.errors import NoseError
 from nose.model.loading import from_module, load_model
+from nose.model.replacements import Double, Linear, Skip, Thesis
 from nose.model.switches import attention_switched
 from nose.shrink.export import export_checkpoint, ffn_mult_for, find_multiple, removed_bytes
 from nose.testing import tiny_model
@@ -97,10 +98,72 @@ def test_ffn_mult_round_trips_real_widths(intermediate, hidden):
     assert find_multiple(int(2 * mult * hidden / 3), 256) == intermediate
 
 
+def random_linear(hidden: int, seed: int) -> Linear:
+    g = torch.Generator().manual_seed(seed)
+    return Linear(torch.randn(hidden, hidden, generator=g) * 0.2)
+
+
+@pytest.mark.parametrize("family,tied", [("llama", False), ("qwen2", False), ("llama", True)])
+def test_linear_replacements_round_trip(family, tied, tok, tmp_path):
+    """Linear, thesis, skip and double layers in one export: the checkpoint computes what the
+    switched model computes, with and without a KV cache."""
+    lm = make(family, tok, tie_word_embeddings=tied)
+    replacements = {1: Double(), 2: random_linear(64, 0), 3: Skip(), 4: Thesis(), 5: random_linear(64, 1)}
+    ids = torch.randint(0, len(tok), (2, 9))
+    with torch.no_grad(), attention_switched(lm.model, replacements):
+        want = lm.model(ids).logits
+    folder = export_checkpoint(lm, replacements, tmp_path / "out")
+    back = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True, dtype=torch.float32).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(back(ids).logits, want, rtol=1e-4, atol=1e-4)  # double folding: up to eps
+        cached = back.generate(ids, max_new_tokens=8, do_sample=False, use_cache=True, pad_token_id=0)
+        uncached = back.generate(ids, max_new_tokens=8, do_sample=False, use_cache=False, pad_token_id=0)
+    assert torch.equal(cached, uncached)
+    cfg = json.loads((folder / "config.json").read_text())
+    blocks = [b["attention"] for b in cfg["block_configs"]]
+    assert blocks[0] == {"n_heads_in_group": 2, "no_op": False, "replace_with_linear": False}
+    for i in (1, 3):
+        assert blocks[i] == {"n_heads_in_group": None, "no_op": True, "replace_with_linear": False}
+    for i in (2, 4, 5):
+        assert blocks[i] == {"n_heads_in_group": None, "no_op": False, "replace_with_linear": True}
+    saved = tensors(folder)
+    for i in (2, 4, 5):
+        assert saved[f"model.layers.{i}.self_attn.linear_attn.weight"].shape == (64, 64)
+        assert f"model.layers.{i}.input_layernorm.weight" in saved  # the linear block reads LN1(x)
+        assert not any(k.startswith(f"model.layers.{i}.self_attn.") and "linear_attn" not in k for k in saved)
+    assert not any(k.startswith(("model.layers.1.input_layernorm", "model.layers.3.input_layernorm")) for k in saved)
+    # double at layer 1 halves every later addition to the residual, linear maps included
+    torch.testing.assert_close(saved["model.layers.2.self_attn.linear_attn.weight"],
+                               replacements[2].linear_attn.weight / 2)
+    torch.testing.assert_close(saved["model.layers.4.self_attn.linear_attn.weight"], torch.eye(64))
+    meta = json.loads((folder / "nose.json").read_text())
+    assert meta["removed_attention"] == [1, 2, 3, 4, 5] and meta["attention_layers"] == "6 -> 1"
+    assert meta["replacements"]["2"]["kind"] == "linear" and len(meta["replacements"]["2"]["weight_sha256"]) == 64
+    assert cfg["dtype"] == "float32" and "quantization_config" not in cfg
+
+
+def test_exported_linear_layers_are_not_searched_again_and_are_counted(tok, tmp_path):
+    from nose.evaluate.efficiency import kv_cache_bytes_per_token, macs_analytic, parameter_counts
+
+    lm = make("llama", tok)
+    replacements = {2: random_linear(64, 0), 4: Skip()}
+    with attention_switched(lm.model, replacements):
+        in_memory = parameter_counts(lm.model, lm.adapter)
+        kv = kv_cache_bytes_per_token(lm.model, lm.adapter)
+        macs = macs_analytic(lm.model, lm.adapter, 16)
+    folder = export_checkpoint(lm, replacements, tmp_path / "out")
+    back = load_model(str(folder))
+    assert back.absent_attention() == [2, 4]
+    exported = parameter_counts(back.model, back.adapter)
+    assert exported == in_memory and in_memory["replacement_parameters"] == 64 * 64
+    assert kv_cache_bytes_per_token(back.model, back.adapter) == kv == 4 * 2 * 2 * 16 * 4  # 4 layers keep K/V
+    assert macs_analytic(back.model, back.adapter, 16) == macs
+    with attention_switched(lm.model, [2, 4]):
+        assert macs - macs_analytic(lm.model, lm.adapter, 16) == 64 * 64 * 16  # hidden² per token
+
+
 def test_refusals(tok, tmp_path):
     lm = make("llama", tok)
-    with pytest.raises(NoseError, match="thesis.*cannot be exported"):
-        export_checkpoint(lm, [2], tmp_path / "a", "thesis")
     with pytest.raises(NoseError, match="q_norm/k_norm"):
         export_checkpoint(make("qwen3", tok), [2], tmp_path / "b", "skip")
     with pytest.raises(NoseError, match="MLP width 128 cannot be expressed"):

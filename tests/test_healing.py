@@ -5,9 +5,11 @@ import torch
 
 from nose.errors import NoseError
 from nose.model.loading import from_module
+from nose.model.replacements import uniform
 from nose.model.switches import SwitchedAttention, attention_switched
 from nose.search.calibration import build_calibration
-from nose.shrink.data import TrainingRows, assistant_mask, build_training_rows
+from nose.data.chat import assistant_mask
+from nose.shrink.data import TrainingRows, build_training_rows
 from nose.shrink.healing import HealConfig, blend_at, heal, loss_value, validation_loss
 from nose.testing import tiny_model, tiny_tokenizer
 
@@ -35,7 +37,7 @@ def test_kd_healing_lowers_the_kd_loss_of_the_removed_model(data):
     cfg = HealConfig(steps=30, loss="kd", lr=3e-3, batch_size=4)
     with attention_switched(lm.model, [2, 3]):
         before = validation_loss(lm, teacher, train, cfg)
-    history = heal(lm, [2, 3], "skip", train, val, cfg)
+    history = heal(lm, uniform([2, 3], "skip"), train, val, cfg)
     with attention_switched(lm.model, [2, 3]):
         after = validation_loss(lm, teacher, train, cfg)
     assert after < 0.8 * before
@@ -53,7 +55,7 @@ def test_other_losses_and_trainables(loss, train, data):
     tok, rows, val = data
     lm = from_module(tiny_model("qwen2", vocab_size=len(tok), intermediate_size=256), tok)
     names = set(lm.model.state_dict())
-    history = heal(lm, [1], "double", rows, val, HealConfig(steps=3, loss=loss, train=train, lr=1e-2))
+    history = heal(lm, uniform([1], "double"), rows, val, HealConfig(steps=3, loss=loss, train=train, lr=1e-2))
     assert len(history.steps) == 3 and all(torch.isfinite(torch.tensor(s["loss"])) for s in history.steps)
     assert set(lm.model.state_dict()) == names  # LoRA merged and unloaded: the same tensors as before
 
@@ -62,7 +64,7 @@ def test_lora_changes_only_the_changed_layers_mlp(data):
     tok, rows, val = data
     lm = from_module(tiny_model("llama", vocab_size=len(tok), intermediate_size=256), tok)
     before = {k: v.clone() for k, v in lm.model.state_dict().items()}
-    heal(lm, [2], "skip", rows, val, HealConfig(steps=3, loss="kd", train="lora", lr=1e-2))
+    heal(lm, uniform([2], "skip"), rows, val, HealConfig(steps=3, loss="kd", train="lora", lr=1e-2))
     changed = {k for k, v in lm.model.state_dict().items() if not torch.equal(v, before[k])}
     assert changed and all(k.startswith("model.layers.2.mlp.") for k in changed)
 
@@ -108,7 +110,7 @@ def test_nan_guard_fires_and_restores(data):
     with torch.no_grad():
         lm.model.model.layers[2].mlp.down_proj.weight[0, 0] = float("nan")
     with pytest.raises(NoseError, match="non-finite loss .* at healing step 1"):
-        heal(lm, [2], "skip", train, val, HealConfig(steps=2))
+        heal(lm, uniform([2], "skip"), train, val, HealConfig(steps=2))
     assert not any(isinstance(m, SwitchedAttention) for m in lm.model.modules())
 
 
@@ -125,7 +127,7 @@ def test_resume_equals_an_uninterrupted_run(data, tmp_path, monkeypatch):
     tok, rows, val = data
     cfg = HealConfig(steps=6, loss="kd", lr=1e-2, batch_size=2)
     full = from_module(tiny_model("llama", vocab_size=len(tok), intermediate_size=256), tok)
-    heal(full, [2], "skip", rows, val, cfg, state_path=tmp_path / "a.pt", save_every=3)
+    heal(full, uniform([2], "skip"), rows, val, cfg, state_path=tmp_path / "a.pt", save_every=3)
 
     lm = from_module(tiny_model("llama", vocab_size=len(tok), intermediate_size=256), tok)
     real, calls = healing.loss_value, []
@@ -138,13 +140,25 @@ def test_resume_equals_an_uninterrupted_run(data, tmp_path, monkeypatch):
 
     monkeypatch.setattr(healing, "loss_value", killed_at_step_5)
     with pytest.raises(KeyboardInterrupt):
-        heal(lm, [2], "skip", rows, val, cfg, state_path=tmp_path / "b.pt", save_every=3)
+        heal(lm, uniform([2], "skip"), rows, val, cfg, state_path=tmp_path / "b.pt", save_every=3)
     monkeypatch.setattr(healing, "loss_value", real)
     lm = from_module(tiny_model("llama", vocab_size=len(tok), intermediate_size=256), tok)  # a new process
-    history = heal(lm, [2], "skip", rows, val, cfg, state_path=tmp_path / "b.pt", save_every=3, resume=True)
+    history = heal(lm, uniform([2], "skip"), rows, val, cfg, state_path=tmp_path / "b.pt", save_every=3, resume=True)
     assert [s["step"] for s in history.steps] == [1, 2, 3, 4, 5, 6]
     for (name, p), q in zip(full.model.named_parameters(), lm.model.parameters()):
         assert torch.equal(p, q), name
     other = HealConfig(steps=6, loss="ce", batch_size=2)
-    with pytest.raises(NoseError, match="cannot resume healing"):
-        heal(lm, [2], "skip", rows, val, other, state_path=tmp_path / "b.pt", resume=True)
+    with pytest.raises(NoseError, match="cannot resume healing .* other settings"):
+        heal(lm, uniform([2], "skip"), rows, val, other, state_path=tmp_path / "b.pt", resume=True)
+    with pytest.raises(NoseError, match="cannot resume healing .* other replacements"):
+        heal(lm, uniform([2], "double"), rows, val, cfg, state_path=tmp_path / "b.pt", resume=True)
+    with pytest.raises(NoseError, match="cannot resume healing .* other data"):
+        heal(lm, uniform([2], "skip"), val, val, cfg, state_path=tmp_path / "b.pt", resume=True)
+    retrained = from_module(tiny_model("llama", seed=5, vocab_size=len(tok), intermediate_size=256), tok)
+    with pytest.raises(NoseError, match="cannot resume healing .* other model"):
+        heal(retrained, uniform([2], "skip"), rows, val, cfg, state_path=tmp_path / "b.pt", resume=True)
+    from nose.shrink.healing import HealHistory
+
+    torch.save({"step": 1, "history": HealHistory()}, tmp_path / "old.pt")  # an object: weights_only refuses it
+    with pytest.raises(NoseError, match="cannot resume healing .* not a healing state nose can read"):
+        heal(lm, uniform([2], "skip"), rows, val, cfg, state_path=tmp_path / "old.pt", resume=True)

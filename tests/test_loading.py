@@ -59,3 +59,22 @@ def test_corrupt_weights_fail_with_one_line(saved_tiny):
     (path / "model.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(NoseError, match="cannot load model .*: Error while deserializing header"):
         load_model(str(path))
+
+
+def test_weight_hash_is_read_once_and_again_after_a_change(saved_tiny, tmp_path, monkeypatch):
+    import os
+
+    import nose.model.loading as loading
+
+    monkeypatch.setenv("NOSE_CACHE", str(tmp_path / "cache"))
+    path = saved_tiny("llama")
+    reads = []
+    real = loading.hash_files
+    monkeypatch.setattr(loading, "hash_files", lambda files: reads.append(len(files)) or real(files))
+    first = loading.resolve_model(str(path)).weights_sha256
+    again = loading.resolve_model(str(path)).weights_sha256
+    assert first == again == real(loading._weight_files(path)) and len(reads) == 1
+    weights = path / "model.safetensors"
+    st = weights.stat()
+    os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns + 10 ** 9))  # touched: hashed again
+    assert loading.resolve_model(str(path)).weights_sha256 == first and len(reads) == 2

@@ -1,17 +1,14 @@
-import json
 import math
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
 from nose.evaluate.metrics import bleu, codebleu, pass_at_k, python_tokens, sentence_bleu
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "g-transeval" / "java_python.jsonl"
 
 
-def test_python_tokens_reproduce_the_benchmark_tokenization():
-    records = [json.loads(line) for line in DATA.read_text().splitlines()]
+def test_python_tokens_reproduce_the_benchmark_tokenization(gtranseval_records):
+    records = list(gtranseval_records.values())
     assert all(" ".join(python_tokens(r["python_reference"])) == r["python_tokenized"] for r in records)
     assert python_tokens("def f(a,b):\n    return a  # c\n") == \
         ["def", "f", "(", "a", ",", "b", ")", ":", "NEW_LINE", "INDENT", "return", "a", "NEW_LINE", "DEDENT"]

@@ -124,3 +124,25 @@ def test_resume_refuses_another_model_calibration_or_settings(tok, calib, tmp_pa
         run_search(lm, cal2, SearchConfig(steps=2, bootstrap=0), resume=rec)
     with pytest.raises(NoseError, match="--mode was 'skip'"):
         run_search(lm, calib, SearchConfig(steps=2, bootstrap=0, mode="double"), resume=rec)
+
+
+def test_resume_with_fewer_steps_keeps_every_saved_step(tok, calib, tmp_path):
+    lm = tiny_loaded("llama", tok)
+    full = run_search(lm, calib, SearchConfig(steps=3, bootstrap=0), out_dir=tmp_path)
+    again = run_search(lm, calib, SearchConfig(steps=1, bootstrap=0), out_dir=tmp_path, resume=full)
+    assert again["order"] == full["order"] and len(again["steps"]) == 3
+    assert read_record(tmp_path)["order"] == full["order"]
+    one_shot = run_search(lm, calib, SearchConfig(steps=4, criterion="last"), out_dir=tmp_path / "last")
+    assert len(run_search(lm, calib, SearchConfig(steps=2, criterion="last"), resume=one_shot)["steps"]) == 4
+
+
+def test_resume_refuses_another_dtype_and_keeps_the_provenance(tok, calib, tmp_path):
+    lm = tiny_loaded("llama", tok)
+    first = run_search(lm, calib, SearchConfig(steps=1, bootstrap=0), out_dir=tmp_path)
+    moved = dict(first, model=dict(first["model"], dtype="bfloat16"))
+    with pytest.raises(NoseError, match="made with dtype bfloat16, now float32; pass --dtype bfloat16"):
+        run_search(lm, calib, SearchConfig(steps=2, bootstrap=0), resume=moved)
+    renamed = dict(first, model=dict(first["model"], id="the-original-id"))
+    resumed = run_search(lm, calib, SearchConfig(steps=2, bootstrap=0), resume=renamed)
+    assert resumed["model"]["id"] == "the-original-id"  # the file's provenance is not overwritten
+    assert [r["model"]["id"] for r in resumed["resumed"]] == [lm.provenance()["id"]]

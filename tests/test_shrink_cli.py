@@ -49,8 +49,10 @@ def test_shrink_from_search_file(model, tmp_path):
     (["--layers", "2,2"], "repeat"),
     (["--layers", "7"], "out of range"),
     (["--layers", ""], "--layers is empty"),
-    (["--layers", "2", "--mode", "thesis"], "cannot be exported"),
+    (["--layers", "2", "--replace", "linear", "--mode", "double"], "--mode applies to --replace none"),
+    (["--layers", "2", "--replace", "quadratic"], "unknown --replace 'quadratic'"),
     (["--layers", "2", "--data", "/nonexistent/data.jsonl"], "does not exist"),
+    (["--search", "nowhere"], "--search needs --k"),
     (["--layers", "2", "--loss", "mse"], "unknown loss"),
     ([], "exactly one of --layers and --search"),
 ])
@@ -99,3 +101,32 @@ def test_data_parallel_healing_with_two_processes(model, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     meta = json.loads((out / "nose.json").read_text())
     assert meta["healing"]["processes"] == 2 and meta["removed_attention"] == [2, 3]
+
+
+def test_linear_replacement_is_fitted_healed_and_exported(model, tmp_path):
+    """--replace linear: W fitted, trained with the MLPs, exported as linear blocks whose logits
+    equal the in-memory repaired model; healing.json is inside the published folder."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "lin"
+    res = shrink("--model", model, "--layers", "2,4", "--replace", "linear", "--data", "stdlib", "--fit-samples", 8,
+                 "--fit-seq-len", 32, "--steps", 3, *SMALL, "--out", out, "--json")
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout)
+    assert summary["replacements"] == "linear" and summary["repair_cost"]["fit_tokens"] > 0
+    meta = json.loads((out / "nose.json").read_text())
+    assert set(meta["fit_report"]["layers"]) == {"2", "4"} and meta["replace"] == "linear"
+    assert {r["kind"] for r in meta["replacements"].values()} == {"linear"}
+    assert (out / "healing.json").exists() and (out / "healing_curve.png").exists()
+    blocks = json.loads((out / "config.json").read_text())["block_configs"]
+    assert [b["attention"]["replace_with_linear"] for b in blocks] == [False, False, True, False, True, False]
+    back = AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True, dtype=torch.float32).eval()
+    from nose.model.loading import load_model
+
+    exported = load_model(str(out))
+    ids = torch.randint(0, 100, (1, 12))
+    with torch.no_grad():
+        assert torch.equal(back(ids).logits, exported.model(ids).logits)
+    assert exported.absent_attention() == [2, 4]
+

@@ -1,6 +1,5 @@
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -17,8 +16,7 @@ from nose.search.calibration import build_calibration
 from nose.search.config import SearchConfig
 from nose.search.run import run_search
 
-BENCH = Path(__file__).resolve().parents[2] / "shared" / "data" / "g-transeval" / "original"
-IDS = ["l1-000", "l3-010"]
+IDS = ["l1-000", "l3-001"]
 runner = CliRunner()
 
 
@@ -33,10 +31,10 @@ def setup(saved_tiny, tmp_path):
     return path, lm
 
 
-def run(lm, orders, out, ks=(1, 2)):
-    samples = select(load_benchmark(BENCH), ids=IDS)
+def run(bench, lm, orders, out, ks=(1, 2)):
+    samples = select(load_benchmark(bench), ids=IDS)
     return sweep(lm, orders, list(ks), samples, PromptConfig(), GenerationConfig(max_new_tokens=4, batch_size=2),
-                 EvalConfig(), out, str(BENCH))
+                 EvalConfig(), out, str(bench))
 
 
 def counting_generate(monkeypatch) -> list:
@@ -57,12 +55,12 @@ def test_order_specs(setup, tmp_path):
         Order.parse(str(tmp_path / "missing"))
 
 
-def test_sweep_rows_share_evaluations_and_resume(setup, tmp_path, monkeypatch):
+def test_sweep_rows_share_evaluations_and_resume(setup, tmp_path, monkeypatch, tiny_bench):
     _, lm = setup
     orders = [Order.parse(str(tmp_path / "last")), Order.parse(f"{tmp_path / 'last'}:reverse")]
     calls = counting_generate(monkeypatch)
     out = tmp_path / "sweep"
-    rec = run(lm, orders, out)
+    rec = run(tiny_bench, lm, orders, out)
     assert sum(calls) == 2 * 5  # k=0 once for both orders, then 2 distinct sets per order
     assert rec["complete"] and rec["k"] == [0, 1, 2]
     assert sorted(rec["evals"]) == ["skip-3", "skip-3-4", "skip-4-5", "skip-5", "skip-none"]
@@ -78,30 +76,30 @@ def test_sweep_rows_share_evaluations_and_resume(setup, tmp_path, monkeypatch):
         assert (out / "evals" / name / "results.json").exists()
     # a second run reuses every finished evaluation; a removed one is the only one redone
     calls.clear()
-    again = run(lm, orders, out)
+    again = run(tiny_bench, lm, orders, out)
     assert calls == [] and again["rows"] == rec["rows"]
     shutil.rmtree(out / "evals" / "skip-3-4")
-    samples = select(load_benchmark(BENCH), ids=IDS)
+    samples = select(load_benchmark(tiny_bench), ids=IDS)
     partial = sweep(lm, orders, [1, 2], samples, PromptConfig(), GenerationConfig(max_new_tokens=4, batch_size=2),
-                    EvalConfig(), out, str(BENCH), collect_only=True)
+                    EvalConfig(), out, str(tiny_bench), collect_only=True)
     assert calls == [] and partial["missing"] == ["skip-3-4"] and not partial["complete"]
     assert ("last reverse", 2) not in {(r["order"], r["k"]) for r in partial["rows"]} and len(partial["rows"]) == 5
-    third = run(lm, orders, out)
+    third = run(tiny_bench, lm, orders, out)
     assert sum(calls) == 2 and third["rows"] == rec["rows"]
     # other generation settings are not mixed with the old files
     with pytest.raises(NoseError, match="other settings"):
-        samples = select(load_benchmark(BENCH), ids=IDS)
+        samples = select(load_benchmark(tiny_bench), ids=IDS)
         sweep(lm, orders, [1], samples, PromptConfig(), GenerationConfig(max_new_tokens=5, batch_size=2),
-              EvalConfig(), out, str(BENCH))
+              EvalConfig(), out, str(tiny_bench))
 
 
 def cli(*args):
     return runner.invoke(app, ["sweep", *map(str, args)])
 
 
-def test_cli_sweep_and_errors(setup, tmp_path):
+def test_cli_sweep_and_errors(setup, tmp_path, tiny_bench):
     path, _ = setup
-    common = ["--model", path, "--benchmark", BENCH, "--ids", ",".join(IDS), "--max-new-tokens", 3]
+    common = ["--model", path, "--benchmark", tiny_bench, "--ids", ",".join(IDS), "--max-new-tokens", 3]
     out = tmp_path / "cli"
     res = cli("--criteria", f"{tmp_path / 'last'},{tmp_path / 'random'}", "--k", "1,3", *common, "--out", out)
     assert res.exit_code == 0, res.output
@@ -143,3 +141,22 @@ def test_paired_ca_difference():
     assert d == pytest.approx(100 * 26 / 40) and lo < d < hi and lo > 0
     d2, lo2, hi2 = paired_ca_difference(same, better)
     assert d2 == -d and hi2 < 0
+
+
+def test_sweep_with_linear_replacements_fits_each_layer_set(setup, tmp_path, tiny_bench):
+    from nose.shrink.pipeline import linear_fitter
+    from nose.shrink.linear_fit import FitConfig
+
+    _, lm = setup
+    orders = [Order.parse(str(tmp_path / "last"))]
+    fitted = []
+    fit = linear_fitter(lm, "stdlib", FitConfig(samples=4, seq_len=32))
+    rec = sweep(lm, orders, [1, 2], select(load_benchmark(tiny_bench), ids=IDS), PromptConfig(),
+                GenerationConfig(max_new_tokens=4, batch_size=2), EvalConfig(), tmp_path / "lin", str(tiny_bench),
+                fitter=lambda layers: fitted.append(layers) or fit(layers))
+    assert fitted == [[5], [4, 5]] and rec["mode"] == "linear"
+    assert sorted(rec["evals"]) == ["linear-4-5", "linear-5", "skip-none"]
+    rows = {r["k"]: r for r in rec["rows"]}
+    assert rows[0]["replacement_parameters"] == 0 and rows[2]["replacement_parameters"] == 2 * 64 * 64
+    saved = json.loads((tmp_path / "lin" / "evals" / "linear-5" / "results.json").read_text())
+    assert saved["replacements"]["5"]["kind"] == "linear"

@@ -2,6 +2,7 @@
 
 import typer
 
+from nose.cli.data_cmd import app as data_app
 from nose.cli.evaluate_cmd import evaluate
 from nose.cli.report_cmd import report
 from nose.cli.search_cmd import search
@@ -15,6 +16,7 @@ app.command()(shrink)
 app.command()(evaluate)
 app.command()(report)
 app.command()(sweep)
+app.add_typer(data_app, name="data")
 
 
 @app.callback()

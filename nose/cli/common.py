@@ -19,7 +19,11 @@ class Mode(str, Enum):
 
 
 class Criterion(str, Enum):
+    """Mirrors nose.search.criteria.CRITERIA (a test checks), written out so --help needs no torch."""
+
     nose = "nose"
+    nose_abs = "nose-abs"
+    kl = "kl"
     cosine = "cosine"
     loss = "loss"
     last = "last"

@@ -24,6 +24,9 @@ PromptFileOpt = Annotated[Path | None, typer.Option(help="User-message template 
 SystemOpt = Annotated[str | None, typer.Option(help="System message ('' for none).")]
 BackendOpt = Annotated[str, typer.Option(help="transformers or vllm.")]
 SeedOpt = Annotated[int, typer.Option(help="Sampling seed.")]
+UnsafeOpt = Annotated[bool, typer.Option(
+    "--unsafe-no-isolation", help="Where no OS isolation (bubblewrap) works, run generated code anyway, "
+    "with resource limits and the audit hook only. Not a boundary against hostile code.")]
 
 
 def benchmark_subset(benchmark: Path | None, ids: str | None, limit: int | None, stratified: bool):
@@ -47,3 +50,28 @@ def prompt_and_generation(prompt_file: Path | None, system: str | None, max_new_
                            seed=seed, backend=backend)
     gen.validate()
     return prompt, gen
+ReplaceOpt = Annotated[str, typer.Option(
+    help="none: --mode replaces the dropped attention; linear: x + W·LN1(x), W fitted in closed form on --fit-data.")]
+FitDataOpt = Annotated[str, typer.Option(help="Data the linear fit reads: auto (translate for code models, else "
+                                              "stdlib), translate[:FILE], stdlib, a file or a folder.")]
+FitSamplesOpt = Annotated[int, typer.Option(help="Rows the linear fit reads.")]
+
+
+def check_replace(replace: str, mode: str, layers: list[int] | None = None) -> None:
+    """--replace and --mode, checked before the model loads."""
+    if replace not in ("none", "linear"):
+        raise NoseError(f"unknown --replace {replace!r}; choose none or linear")
+    if replace == "linear" and mode != "skip":
+        raise NoseError("--mode applies to --replace none; a linear replacement is its own map")
+    if replace == "linear" and layers is not None and not layers:
+        raise NoseError("--replace linear needs --drop-attention (the layers to replace)")
+
+
+def linear_replacements(lm, replace: str, fit_data: str, fit_samples: int, progress=None, log=print):
+    """None for --replace none; else the fitter that sweep and evaluate call per layer set."""
+    if replace == "none":
+        return None
+    from nose.shrink.linear_fit import FitConfig
+    from nose.shrink.pipeline import linear_fitter
+
+    return linear_fitter(lm, fit_data, FitConfig(samples=fit_samples), progress, log)

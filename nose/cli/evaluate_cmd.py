@@ -11,9 +11,10 @@ import typer
 
 from nose.cli.common import (DeviceMapOpt, DeviceOpt, DtypeOpt, JsonOpt, Mode, ModelOpt, parse_layers,
                              progress_bar, quiet_transformers, stderr_console, user_errors)
-from nose.cli.eval_options import (BackendOpt, BatchSizeOpt, BenchmarkOpt, IdsOpt, LimitOpt, MaxNewTokensOpt, NOpt,
-                                   PromptFileOpt, SeedOpt, StratifiedOpt, SystemOpt, TemperatureOpt, TimeoutOpt,
-                                   WorkersOpt, benchmark_subset, prompt_and_generation)
+from nose.cli.eval_options import (BackendOpt, BatchSizeOpt, BenchmarkOpt, FitDataOpt, FitSamplesOpt, IdsOpt,
+                                   LimitOpt, MaxNewTokensOpt, NOpt, PromptFileOpt, ReplaceOpt, SeedOpt,
+                                   StratifiedOpt, SystemOpt, TemperatureOpt, TimeoutOpt, UnsafeOpt, WorkersOpt,
+                                   benchmark_subset, check_replace, linear_replacements, prompt_and_generation)
 
 
 @user_errors
@@ -30,12 +31,16 @@ def evaluate(
     batch_size: BatchSizeOpt = 8,
     workers: WorkersOpt = 2,
     timeout: TimeoutOpt = 10.0,
+    unsafe_no_isolation: UnsafeOpt = False,
     prompt_file: PromptFileOpt = None,
     system: SystemOpt = None,
     backend: BackendOpt = "transformers",
     drop_attention: Annotated[str | None, typer.Option(help="Switch these attention layers off in memory "
                                                             "(no healing), e.g. 21,20.")] = None,
     mode: Annotated[Mode, typer.Option(help="Replacement for --drop-attention.")] = Mode.skip,
+    replace: ReplaceOpt = "none",
+    fit_data: FitDataOpt = "auto",
+    fit_samples: FitSamplesOpt = 64,
     efficiency: Annotated[bool, typer.Option("--efficiency/--no-efficiency", help="Measure FLOPs, memory, speed.")] = True,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Discard samples.jsonl in --out.")] = False,
     seed: SeedOpt = 0,
@@ -47,6 +52,7 @@ def evaluate(
     """Translate G-TransEval Java to Python, test it in a sandbox, and measure cost."""
     from nose.evaluate.run import SAMPLES, EvalConfig
     from nose.evaluate.run import evaluate as run_evaluation
+    from nose.evaluate.sandbox import require_isolation
     from nose.files import check_output_dir
     from nose.model.loading import load_model, resolve_model
 
@@ -55,11 +61,16 @@ def evaluate(
     root, samples = benchmark_subset(benchmark, ids, limit, stratified)
     prompt, gen = prompt_and_generation(prompt_file, system, max_new_tokens, n, temperature, batch_size, seed, backend)
     config = EvalConfig(workers=workers, timeout_s=timeout, drop_attention=parse_layers(drop_attention),
-                        mode=mode.value, efficiency=efficiency)
+                        mode=mode.value, efficiency=efficiency, unsafe_no_isolation=unsafe_no_isolation)
+    check_replace(replace, mode.value, config.drop_attention)
+    require_isolation(unsafe_no_isolation)  # before the model loads; the run logs the unsafe warning once
     quiet_transformers()
     ref = resolve_model(model, log=log)
     config.validate(ref.num_layers)
     lm = load_model(ref, dtype=dtype, device=device, device_map=device_map, log=log)
+    fitter = linear_replacements(lm, replace, fit_data, fit_samples, log=log)
+    if fitter is not None:
+        config.replacements = fitter(config.drop_attention)
     if overwrite and (out / SAMPLES).exists():
         (out / SAMPLES).unlink()
     log(f"evaluating {model} on {len(samples)} samples from {root}"
@@ -67,7 +78,7 @@ def evaluate(
     created = not out.exists()
     try:
         with progress_bar(err) as progress:
-            results = run_evaluation(lm, samples, prompt, gen, config, out, str(root), progress)
+            results = run_evaluation(lm, samples, prompt, gen, config, out, str(root), progress, log)
     except BaseException:
         if created and not (out / SAMPLES).exists():
             shutil.rmtree(out, ignore_errors=True)

@@ -34,8 +34,11 @@ def search(
     protect: Annotated[str | None, typer.Option(help="Layers never removed, e.g. 3,5.")] = None,
     allow_layer0: Annotated[bool, typer.Option("--allow-layer0", help="Let layer 0's attention be removed "
                                                "(engines may refuse such a checkpoint).")] = False,
-    calibration: Annotated[str, typer.Option(help="stdlib, a text/.jsonl file, a folder of source code, "
-                                                  "or a G-TransEval clone.")] = "stdlib",
+    calibration: Annotated[str, typer.Option(help="stdlib, translate (the model's own translations of the Java "
+                                                  "methods shipped with nose; translate:FILE for other methods), "
+                                                  "a text/.jsonl file, or a folder of source code.")] = "stdlib",
+    count: Annotated[str, typer.Option(help="Chat data (translate): statistics count the answer tokens "
+                                            "(answer) or every token (all).")] = "answer",
     text_field: Annotated[str, typer.Option(help="JSONL field holding the text (records with "
                                                  "'messages' use the chat template).")] = "text",
     samples: Annotated[int, typer.Option(help="Calibration rows.")] = 16,
@@ -55,6 +58,7 @@ def search(
     """Rank attention sublayers and select the ones to remove (NOSE transfer entropy by default)."""
     from nose.files import check_output_dir
     from nose.model.loading import load_model, resolve_model
+    from nose.data.transcripts import is_transcript_source, resolve_source
     from nose.search.calibration import build_calibration
     from nose.search.config import SearchConfig
     from nose.search.record import FILENAME, read_record
@@ -76,9 +80,16 @@ def search(
     ref = resolve_model(model, log=log)  # config only: bad settings fail before weights load
     config.validate(ref.num_layers, ref.absent_attention)
     tokenizer = ref.load_tokenizer()
-    calib = build_calibration(tokenizer, calibration, samples=samples, seq_len=seq_len, seed=seed,
-                              pack=pack, text_field=text_field, log=log)
-    lm = load_model(ref, dtype=dtype, device=device, device_map=device_map, tokenizer=tokenizer, log=log)
+    lm, source = None, calibration
+    if is_transcript_source(calibration):  # the intact model answers the methods it has not yet answered
+        lm = load_model(ref, dtype=dtype, device=device, device_map=device_map, tokenizer=tokenizer, log=log)
+        with progress_bar(err) as progress:
+            source = resolve_source(calibration, lm, progress=progress, log=log)
+    calib = build_calibration(tokenizer, source, samples=samples, seq_len=seq_len, seed=seed,
+                              pack=pack, text_field=text_field, count=count, log=log)
+    if source != calibration:
+        calib.source = f"{calibration} ({source})"
+    lm = lm or load_model(ref, dtype=dtype, device=device, device_map=device_map, tokenizer=tokenizer, log=log)
     log(f"model {model}: {lm.adapter.family}, {lm.num_layers} layers, {lm.dtype} on {lm.device}; "
         f"calibration {calib.samples} x {calib.seq_len} tokens from {calibration}; criterion {config.criterion}")
 

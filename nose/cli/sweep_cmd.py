@@ -10,8 +10,9 @@ import typer
 
 from nose.cli.common import (DeviceMapOpt, DeviceOpt, DtypeOpt, JsonOpt, Mode, ModelOpt, parse_layers,
                              progress_bar, quiet_transformers, stderr_console, user_errors)
-from nose.cli.eval_options import (BatchSizeOpt, BenchmarkOpt, IdsOpt, LimitOpt, MaxNewTokensOpt, PromptFileOpt,
-                                   StratifiedOpt, SystemOpt, TimeoutOpt, WorkersOpt, benchmark_subset,
+from nose.cli.eval_options import (BatchSizeOpt, BenchmarkOpt, FitDataOpt, FitSamplesOpt, IdsOpt, LimitOpt,
+                                   MaxNewTokensOpt, PromptFileOpt, ReplaceOpt, StratifiedOpt, SystemOpt, TimeoutOpt,
+                                   UnsafeOpt, WorkersOpt, benchmark_subset, check_replace, linear_replacements,
                                    prompt_and_generation)
 from nose.errors import NoseError
 
@@ -35,9 +36,13 @@ def sweep(
     batch_size: BatchSizeOpt = 8,
     workers: WorkersOpt = 2,
     timeout: TimeoutOpt = 10.0,
+    unsafe_no_isolation: UnsafeOpt = False,
     prompt_file: PromptFileOpt = None,
     system: SystemOpt = None,
     mode: Annotated[Mode, typer.Option(help="Replacement for the removed attention.")] = Mode.skip,
+    replace: ReplaceOpt = "none",
+    fit_data: FitDataOpt = "auto",
+    fit_samples: FitSamplesOpt = 64,
     reference: Annotated[str | None, typer.Option(
         help="Label of the order the CA differences are measured against (default: the first order).")] = None,
     collect_only: Annotated[bool, typer.Option("--collect-only", help="Run nothing: tabulate and plot the "
@@ -52,6 +57,7 @@ def sweep(
     Greedy decoding; finished evaluations in --out are reused, so an interrupted sweep resumes.
     """
     from nose.evaluate.run import EvalConfig
+    from nose.evaluate.sandbox import require_isolation
     from nose.evaluate.sweep import FILENAME, Order, check_sweep
     from nose.evaluate.sweep import sweep as run_sweep
     from nose.files import check_output_dir
@@ -69,15 +75,19 @@ def sweep(
                         f"({', '.join(o.label for o in orders)})")
     root, samples = benchmark_subset(benchmark, ids, limit, stratified)
     prompt, gen = prompt_and_generation(prompt_file, system, max_new_tokens, 1, 0.0, batch_size, 0, "transformers")
-    config = EvalConfig(workers=workers, timeout_s=timeout, mode=mode.value, efficiency=False)
+    config = EvalConfig(workers=workers, timeout_s=timeout, mode=mode.value, efficiency=False,
+                        unsafe_no_isolation=unsafe_no_isolation)
+    check_replace(replace, mode.value)
+    require_isolation(unsafe_no_isolation)
     quiet_transformers()
     ref = resolve_model(model, log=log)
     config.validate(ref.num_layers)
     lm = load_model(ref, dtype=dtype, device=device, device_map=device_map, log=log)
     log(f"sweep of {model} over k={ks} for {', '.join(o.label for o in orders)} on {len(samples)} samples")
     with progress_bar(err) as progress:
+        fitter = linear_replacements(lm, replace, fit_data, fit_samples, progress, log)
         record = run_sweep(lm, orders, ks, samples, prompt, gen, config, out, str(root), progress, log,
-                           collect_only=collect_only)
+                           collect_only=collect_only, fitter=fitter)
     plot = plot_sweep(record, out / "sweep.png")
     if json_out:
         typer.echo(json.dumps({"out": str(out), "sweep_json": str(out / FILENAME), "plot": str(plot),

@@ -1,7 +1,8 @@
 """Efficiency figures of a model, each with its unit and the device it was measured on.
 
 - parameters: total, embedding (input embedding + untied output head), attention (the attention
-  modules of layers whose attention is active);
+  modules of layers whose attention is active), replacement (what runs instead of a removed
+  attention: a linear replacement's hidden² matrix; skip and double have none);
 - compute per forward of ``seq_len`` tokens (batch 1): multiply-accumulates counted by fvcore,
   plus the attention-score matmuls of ``scaled_dot_product_attention``, which fvcore skips
   (handled here: QKᵀ and AV, counted in full although the causal mask makes half of them
@@ -36,6 +37,16 @@ def active_attention_layers(model: nn.Module, adapter: FamilyAdapter) -> list[in
             if not is_noop_attention(adapter.attention_of(layer))]
 
 
+def replacement_modules(model: nn.Module, adapter: FamilyAdapter) -> list[nn.Module]:
+    """What runs in place of each removed attention (switched in memory, or exported)."""
+    out = []
+    for layer in adapter.layers_of(model):
+        attn = adapter.attention_of(layer)
+        if is_noop_attention(attn) and getattr(attn, "replacement_module", None) is not None:
+            out.append(attn.replacement_module)
+    return out
+
+
 def parameter_counts(model: nn.Module, adapter: FamilyAdapter) -> dict:
     total = _unique_params(model)
     emb = _unique_params(model.get_input_embeddings())
@@ -47,13 +58,23 @@ def parameter_counts(model: nn.Module, adapter: FamilyAdapter) -> dict:
     active = active_attention_layers(model, adapter)
     for i in active:
         attn.update(_unique_params(adapter.attention_of(layers[i])))
-    # a switched-off attention's weights are unused: count them out of the total as well
-    unused = {k for i, layer in enumerate(layers) if i not in active
-              for k in _unique_params(adapter.attention_of(layer))}
+    replacement: dict[int, torch.Tensor] = {}
+    for module in replacement_modules(model, adapter):
+        replacement.update(_unique_params(module))
+    # a switched-off attention's weights are unused (its replacement's are used), and so is its
+    # input norm unless the replacement reads LN1(x): count them out, as an export drops them
+    unused: set[int] = set()
+    for i, layer in enumerate(layers):
+        if i not in active:
+            attention = adapter.attention_of(layer)
+            unused |= set(_unique_params(attention))
+            if not getattr(attention, "reads_input_norm", False):
+                unused |= set(_unique_params(adapter.attn_norm_of(layer)))
+    unused -= set(replacement)
     n = lambda d: sum(p.numel() for k, p in d.items() if k not in unused)  # noqa: E731
     weight_bytes = sum(p.numel() * p.element_size() for k, p in total.items() if k not in unused)
     return {"parameters": n(total), "embedding_parameters": n(emb), "attention_parameters": n(attn),
-            "weight_bytes": weight_bytes}
+            "replacement_parameters": n(replacement), "weight_bytes": weight_bytes}
 
 
 def kv_cache_bytes_per_token(model: nn.Module, adapter: FamilyAdapter) -> int:
@@ -115,7 +136,8 @@ def flops_torch(model: nn.Module, seq_len: int) -> int:
 
 
 def macs_analytic(model: nn.Module, adapter: FamilyAdapter, seq_len: int) -> int:
-    """Linear layers and attention scores of a pre-norm decoder with a SwiGLU MLP (batch 1)."""
+    """Linear layers and attention scores of a pre-norm decoder with a SwiGLU MLP (batch 1); a
+    linear replacement adds its hidden² per token."""
     cfg = model.config
     h, inter, heads = cfg.hidden_size, cfg.intermediate_size, cfg.num_attention_heads
     kv = getattr(cfg, "num_key_value_heads", None) or heads
@@ -125,7 +147,8 @@ def macs_analytic(model: nn.Module, adapter: FamilyAdapter, seq_len: int) -> int
     scores = 2 * heads * hd * seq_len * seq_len
     mlp = 3 * h * inter * seq_len * cfg.num_hidden_layers
     head = h * cfg.vocab_size * seq_len
-    return attn_layers * (per_token_attn * seq_len + scores) + mlp + head
+    replaced = sum(p.numel() for m in replacement_modules(model, adapter) for p in m.parameters()) * seq_len
+    return attn_layers * (per_token_attn * seq_len + scores) + mlp + head + replaced
 
 
 def compute_counts(model: nn.Module, adapter: FamilyAdapter, seq_len: int) -> dict:

@@ -45,13 +45,17 @@ class PromptConfig:
             raise NoseError(f"prompt template {path} has no {{java}} placeholder")
         return cls(text, system)
 
-    def render(self, tokenizer, java: str, name: str, entry_point: str) -> str:
+    def messages(self, java: str, name: str, entry_point: str) -> list[dict]:
+        """The chat turns before the answer: the system message (if any) and the user message."""
         user = self.template.format(java=java, name=name, entry_point=entry_point)
+        return ([{"role": "system", "content": self.system}] if self.system else []) + \
+            [{"role": "user", "content": user}]
+
+    def render(self, tokenizer, java: str, name: str, entry_point: str) -> str:
+        messages = self.messages(java, name, entry_point)
         if getattr(tokenizer, "chat_template", None):
-            messages = ([{"role": "system", "content": self.system}] if self.system else []) + \
-                       [{"role": "user", "content": user}]
             return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return (f"{self.system}\n\n" if self.system else "") + user + "\n\nPython:\n"
+        return (f"{self.system}\n\n" if self.system else "") + messages[-1]["content"] + "\n\nPython:\n"
 
 
 @dataclass
@@ -84,26 +88,53 @@ class CodeBlockClosed(StoppingCriteria):
 
     Chat models like to explain their code at length after the block; the tests and the
     metrics only read the code, so the rest is generation time spent for nothing.
+
+    Cost: a block can only close on a token holding a backtick, so a row's text is decoded (and
+    the pattern searched) only at those tokens, and a row once closed stays closed: linear in
+    the generated length, not quadratic.
     """
 
     def __init__(self, tokenizer, prompt_len: int):
         self.tokenizer = tokenizer
         self.prompt_len = prompt_len
+        self.closed: torch.Tensor | None = None  # (B,) bool
+        self._backtick: dict[int, bool] = {}
+
+    def _has_backtick(self, token_id: int) -> bool:
+        if token_id not in self._backtick:
+            self._backtick[token_id] = "`" in self.tokenizer.decode([token_id])
+        return self._backtick[token_id]
 
     def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
-        texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_len:], skip_special_tokens=True)
-        return torch.tensor([bool(_CLOSED_DEF_BLOCK.search(t)) for t in texts], device=input_ids.device)
+        if self.closed is None or self.closed.shape[0] != input_ids.shape[0]:
+            self.closed = torch.zeros(input_ids.shape[0], dtype=torch.bool)
+        for row, token in enumerate(input_ids[:, -1].tolist()):
+            if not self.closed[row] and self._has_backtick(token):
+                text = self.tokenizer.decode(input_ids[row, self.prompt_len:], skip_special_tokens=True)
+                self.closed[row] = bool(_CLOSED_DEF_BLOCK.search(text))
+        return self.closed.to(input_ids.device)
 
 
 @torch.no_grad()
 def generate_transformers(model, tokenizer, prompts: list[str], config: GenerationConfig) -> list[list[str]]:
-    """n completions per prompt (prompt text excluded), batched with left padding."""
-    tokenizer.padding_side = "left"
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    """n completions per prompt (prompt text excluded), batched with left padding.
+
+    The tokenizer is left as it was: its padding side is restored afterwards, and one without a
+    pad token pads with its EOS token (or id 0) for this call only.
+    """
+    side, pad_token = tokenizer.padding_side, tokenizer.pad_token
+    try:
+        tokenizer.padding_side = "left"
+        if pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token if tokenizer.eos_token is not None else \
+                tokenizer.convert_ids_to_tokens(0)
+        enc = tokenizer(prompts, add_special_tokens=False, padding=True, return_tensors="pt")
+        pad = tokenizer.pad_token_id
+    finally:
+        tokenizer.padding_side = side
+        if pad_token is None:
+            tokenizer.pad_token = None
     device = next(model.parameters()).device
-    enc = tokenizer(prompts, add_special_tokens=False, padding=True, return_tensors="pt")
-    if tokenizer.pad_token_id is None:
-        enc["input_ids"][enc["attention_mask"] == 0] = pad
     sampling = config.temperature > 0
     if sampling:
         torch.manual_seed(config.seed)

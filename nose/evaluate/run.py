@@ -28,9 +28,10 @@ from nose.evaluate import efficiency, metrics
 from nose.evaluate.benchmark import PASS_MARKER, PREFIX, Sample
 from nose.evaluate.extraction import entry_function, extract_code
 from nose.evaluate.generation import GenerationConfig, PromptConfig, generate_transformers, generate_vllm
-from nose.evaluate.sandbox import Limits, Outcome, run_many
+from nose.evaluate.sandbox import Isolation, Limits, Outcome, require_isolation, run_many
 from nose.files import write_json_atomic
 from nose.model.loading import LoadedModel
+from nose.model.replacements import describe_all
 from nose.model.switches import attention_switched
 from nose.search.record import versions
 
@@ -44,11 +45,13 @@ class EvalConfig:
     timeout_s: float = 10.0  # wall-clock limit per test program
     drop_attention: list[int] = field(default_factory=list)  # switched off in memory (no healing)
     mode: str = "skip"  # replacement for dropped attention
+    replacements: dict | None = None  # {layer: Replacement} for drop_attention instead of `mode` (a linear fit)
     efficiency: bool = True
     flops_seq_len: int = 512  # tokens for the FLOP count
     prompt_len: int = 256  # prefill latency / decode speed prompt length
     speed_new_tokens: int = 32
     speed_batches: tuple[int, ...] = (1, 8)
+    unsafe_no_isolation: bool = False  # run candidates without OS isolation when none works (opt-in)
 
     def validate(self, num_layers: int) -> None:
         from nose.model.switches import check_layer_indices
@@ -58,6 +61,12 @@ class EvalConfig:
         if self.timeout_s <= 0:
             raise NoseError(f"--timeout must be positive, got {self.timeout_s}")
         check_layer_indices(self.drop_attention, num_layers, what="--drop-attention layer")
+        if self.replacements is not None and sorted(self.replacements) != sorted(self.drop_attention):
+            raise NoseError("the replacements must be for exactly the --drop-attention layers")
+
+    def switched(self) -> dict | list[int]:
+        """What the switch takes: the replacements, or the dropped layers (with ``mode``)."""
+        return self.replacements if self.replacements is not None else self.drop_attention
 
 
 def build_program(code: str, entry: str, sample: Sample) -> str:
@@ -76,7 +85,8 @@ def verdict(outcome: Outcome | None) -> str:
     return "error"
 
 
-def test_outputs(samples: list[Sample], outputs: list[list[str]], limits: Limits, workers: int) -> list[dict]:
+def test_outputs(samples: list[Sample], outputs: list[list[str]], limits: Limits, workers: int,
+                 isolation: Isolation | None = None) -> list[dict]:
     """Extract, run and judge every completion; one partial record per sample."""
     jobs, where = [], []
     per_sample = []
@@ -91,7 +101,7 @@ def test_outputs(samples: list[Sample], outputs: list[list[str]], limits: Limits
                 jobs.append(build_program(code, entry, sample))
                 where.append((k, j))
         per_sample.append({"codes": codes, "entries": entries, "outcomes": [None] * len(outs)})
-    for (k, j), outcome in zip(where, run_many(jobs, limits, workers)):
+    for (k, j), outcome in zip(where, run_many(jobs, limits, workers, isolation=isolation)):
         per_sample[k]["outcomes"][j] = outcome
     records = []
     for sample, outs, got in zip(samples, outputs, per_sample):
@@ -119,9 +129,27 @@ def run_digest(lm: LoadedModel, samples: list[Sample], prompt: PromptConfig, gen
                config: EvalConfig) -> str:
     """Hash of everything that decides a run's samples: model weights, prompt, generation
     settings, switched-off layers and mode, test timeout and the sample ids."""
-    return settings_hash({"model": lm.provenance() | {"device": None}, "prompt": asdict(prompt),
-                          "generation": asdict(gen), "drop_attention": sorted(config.drop_attention),
-                          "mode": config.mode, "timeout_s": config.timeout_s, "ids": [s.id for s in samples]})
+    settings = {"model": lm.provenance() | {"device": None}, "prompt": asdict(prompt),
+                "generation": asdict(gen), "drop_attention": sorted(config.drop_attention),
+                "mode": config.mode, "timeout_s": config.timeout_s, "ids": [s.id for s in samples]}
+    if config.replacements is not None:  # only then: digests of earlier runs stay valid
+        settings["replacements"] = describe_all(config.replacements)
+    return settings_hash(settings)
+
+
+def check_backend(lm: LoadedModel, gen: GenerationConfig, config: EvalConfig) -> None:
+    """vLLM loads the model from disk, and its DeciLM (nemotron_nas) builds no linear block."""
+    if gen.backend != "vllm":
+        return
+    if config.drop_attention:
+        raise NoseError("--backend vllm loads the model from its files, so in-memory changes (--drop-attention, "
+                        "--replace) would be ignored; export them with nose shrink and evaluate the checkpoint")
+    blocks = getattr(lm.model.config, "block_configs", None) or []
+    linear = [i for i, b in enumerate(blocks) if b["attention"].get("replace_with_linear")]
+    if linear:
+        raise NoseError(f"vLLM cannot serve this checkpoint: layers {linear} are linear replacements "
+                        "(replace_with_linear), which vLLM's nemotron_nas model does not implement; use "
+                        "--backend transformers, or llama.cpp")
 
 
 def read_done(path: Path, digest: str) -> dict[str, dict]:
@@ -141,8 +169,12 @@ def read_done(path: Path, digest: str) -> dict[str, dict]:
             raise NoseError(f"{path} was written with other settings (model, prompt, generation or subset); "
                             "use another --out or --overwrite")
         done[rec["id"]] = rec
-    with open(path, "w", encoding="utf-8") as f:  # rewrite without a torn tail
+    tmp = path.with_name(path.name + ".tmp")  # rewrite without a torn tail; a kill meanwhile loses nothing
+    with open(tmp, "w", encoding="utf-8") as f:
         f.writelines(json.dumps(r) + "\n" for r in done.values())
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
     return done
 
 
@@ -172,9 +204,11 @@ def aggregate(records: list[dict], samples: list[Sample], n: int) -> dict:
 
 
 def evaluate(lm: LoadedModel, samples: list[Sample], prompt: PromptConfig, gen: GenerationConfig,
-             config: EvalConfig, out_dir: Path, benchmark_root: str, progress=None) -> dict:
+             config: EvalConfig, out_dir: Path, benchmark_root: str, progress=None, log=None) -> dict:
     gen.validate()
     config.validate(lm.num_layers)
+    check_backend(lm, gen, config)
+    isolation = require_isolation(config.unsafe_no_isolation, log)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     digest = run_digest(lm, samples, prompt, gen, config)
@@ -186,7 +220,7 @@ def evaluate(lm: LoadedModel, samples: list[Sample], prompt: PromptConfig, gen: 
     todo.sort(key=lambda s: len(rendered[s.id]))  # similar lengths batch with little padding
     limits = Limits(wall_s=config.timeout_s, cpu_s=int(config.timeout_s) + 1)
     task = progress.add_task("evaluate", total=len(samples), completed=len(done)) if progress else None
-    with attention_switched(lm.model, config.drop_attention, config.mode, adapter=lm.adapter):
+    with attention_switched(lm.model, config.switched(), config.mode, adapter=lm.adapter):
         if gen.backend == "vllm" and todo:
             outputs = generate_vllm(lm.source.get("path", lm.spec), [rendered[s.id] for s in todo], gen)
             chunks = [(todo, outputs)]
@@ -198,7 +232,7 @@ def evaluate(lm: LoadedModel, samples: list[Sample], prompt: PromptConfig, gen: 
                 if outputs is None:
                     outputs = generate_transformers(lm.model, lm.tokenizer, [rendered[s.id] for s in batch], gen)
                 gen_s = (time.perf_counter() - t_batch) / len(batch)
-                for s, rec in zip(batch, test_outputs(batch, outputs, limits, config.workers)):
+                for s, rec in zip(batch, test_outputs(batch, outputs, limits, config.workers, isolation)):
                     rec.update(prompt=rendered[s.id], generation_seconds=round(gen_s, 3), settings_hash=digest)
                     done[s.id] = rec
                     log.write(json.dumps(rec) + "\n")
@@ -210,9 +244,10 @@ def evaluate(lm: LoadedModel, samples: list[Sample], prompt: PromptConfig, gen: 
                                  config.speed_new_tokens, config.speed_batches) if config.efficiency else None
     results = {"format": "nose.evaluate/1", "model": lm.provenance(),
                "removed_attention": sorted(config.drop_attention), "mode": config.mode,
+               "replacements": describe_all(config.replacements) if config.replacements is not None else None,
                "benchmark": {"path": benchmark_root, "samples": len(samples), "ids": [s.id for s in samples]},
                "prompt": asdict(prompt), "generation": asdict(gen), "timeout_s": config.timeout_s,
-               "metrics": aggregate(list(done.values()), samples, gen.n), "efficiency": eff,
+               "sandbox": isolation.describe(), "metrics": aggregate(list(done.values()), samples, gen.n), "efficiency": eff,
                "seconds": round(time.perf_counter() - t0, 1), "resumed_samples": resumed, "versions": versions(),
                "settings_hash": digest}
     write_json_atomic(out_dir / RESULTS, results)

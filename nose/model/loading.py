@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 import re
 import socket
@@ -53,6 +54,13 @@ class LoadedModel:
     def dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
 
+    def absent_attention(self) -> list[int]:
+        """Layers whose attention does not run (removed by an export, or switched off)."""
+        from nose.model.adapters import is_noop_attention
+
+        return [i for i, layer in enumerate(self.adapter.layers_of(self.model))
+                if is_noop_attention(self.adapter.attention_of(layer))]
+
     def provenance(self) -> dict:
         return {"id": self.spec, **self.source, "family": self.adapter.family,
                 "num_layers": self.num_layers, "weights_sha256": self.weights_sha256,
@@ -77,7 +85,7 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
         raise NoseError(f"unknown dtype {dtype!r}; choose auto, {', '.join(DTYPES)}") from None
 
 
-def weights_fingerprint(files: list[Path]) -> str:
+def hash_files(files: list[Path]) -> str:
     """sha256 over the names and bytes of the weight files, in sorted order."""
     h = hashlib.sha256()
     for path in sorted(files):
@@ -86,6 +94,30 @@ def weights_fingerprint(files: list[Path]) -> str:
             while block := f.read(1 << 24):
                 h.update(block)
     return h.hexdigest()
+
+
+def weights_fingerprint(files: list[Path]) -> str:
+    """:func:`hash_files`, remembered in ``$NOSE_CACHE/weight-hashes.json`` under the files' paths,
+    sizes and modification times, so a 13 GB checkpoint is read once, not at every load; a file
+    that changes (size or mtime) is hashed again."""
+    from nose.files import write_json_atomic
+    from nose.model.presets import cache_root
+
+    stats = sorted((str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    key = hashlib.sha256(json.dumps(stats).encode()).hexdigest()
+    store = cache_root() / "weight-hashes.json"
+    try:
+        known = json.loads(store.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if key not in known:
+        known[key] = hash_files(files)
+        try:
+            store.parent.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(store, known)
+        except OSError:  # a read-only cache only costs the next load another read
+            pass
+    return known[key]
 
 
 def _weight_files(folder: Path) -> list[Path]:
@@ -188,9 +220,9 @@ class ModelRef:
 
     @property
     def absent_attention(self) -> list[int]:
-        """Layers whose attention an earlier export removed (nemotron-nas block_configs)."""
+        """Layers whose attention an earlier export removed or replaced (nemotron-nas block_configs)."""
         blocks = getattr(self.config, "block_configs", None) or []
-        return [i for i, b in enumerate(blocks) if b["attention"]["no_op"]]
+        return [i for i, b in enumerate(blocks) if b["attention"]["no_op"] or b["attention"].get("replace_with_linear")]
 
     def load_tokenizer(self):
         from transformers import AutoTokenizer

@@ -3,10 +3,14 @@
 A decoder layer computes ``h = x + Attn(LN1(x))``. While a layer is switched, its attention
 module is swapped for a :class:`SwitchedAttention` whose output ``a`` makes the residual sum
 
-    h = x + M·Attn(LN1(x)) + (1 − M)·R(x),   R = 0 (skip) | x (double) | 2·LN1(x) (thesis)
+    h = x + M·Attn(LN1(x)) + (1 − M)·R(x)
 
-M (the *blend*) is a float in [0, 1] or a tensor broadcast over the hidden size. At ``M == 0``
-(a float) the original attention is not run at all.
+with R the layer's :class:`~nose.model.replacements.Replacement` (skip: 0, double: x, thesis:
+2·LN1(x), linear: W·LN1(x)). M (the *blend*) is a float in [0, 1] or a tensor broadcast over the
+hidden size. At ``M == 0`` (a float) the original attention is not run at all. A switch takes
+either a layer list and one parameter-free mode, or a ``{layer: Replacement}`` dict; a
+replacement's parameters (a linear W) are a submodule of the switched model while it is applied,
+so healing can train them.
 
 Lifecycle: :class:`AttentionSwitch` swaps modules in ``apply()`` and puts the originals back in
 ``restore()``; as a context manager it restores in ``finally``, so the model is bit-identical
@@ -28,8 +32,9 @@ from transformers.cache_utils import DynamicLayer
 
 from nose.errors import NoseError
 from nose.model.adapters import FamilyAdapter, adapter_for
+from nose.model.replacements import FIXED, Replacement, uniform
 
-MODES = ("skip", "double", "thesis")
+MODES = tuple(FIXED)  # the parameter-free replacements a layer list can be switched to
 
 Blend = float | torch.Tensor
 
@@ -41,28 +46,28 @@ class SwitchedAttention(nn.Module):
     a forward pre-hook on the decoder layer that :class:`AttentionSwitch` owns.
     """
 
-    def __init__(self, original: nn.Module, mode: str, blend: Blend, layer_idx: int):
+    def __init__(self, original: nn.Module, replacement: Replacement, blend: Blend, layer_idx: int):
         super().__init__()
         self.original = original
-        self.mode = mode
+        self.replacement = replacement
         self.blend = blend
         self.layer_idx = layer_idx
         self.layer_input: torch.Tensor | None = None
-
-    def replacement(self, normed: torch.Tensor) -> torch.Tensor | None:
-        """R(x) minus nothing: the tensor the residual receives at M = 0 (None for zero)."""
-        if self.mode == "skip":
-            return None
-        if self.mode == "double":
-            if self.layer_input is None:
-                raise RuntimeError("double mode needs the layer input; the pre-hook did not run")
-            return self.layer_input
-        return 2 * normed  # thesis
 
     @property
     def is_noop(self) -> bool:
         """Fully switched off (M == 0 as a float): the original attention does not run."""
         return not isinstance(self.blend, torch.Tensor) and self.blend == 0.0
+
+    @property
+    def replacement_module(self) -> nn.Module:
+        """The module whose parameters run in place of the attention (efficiency counts them)."""
+        return self.replacement
+
+    @property
+    def reads_input_norm(self) -> bool:
+        """Whether the replacement uses LN1(x) (else an export drops the input norm)."""
+        return self.replacement.exported_as_linear
 
     def forward(self, hidden_states: torch.Tensor, *args, **kwargs):
         m = self.blend
@@ -72,7 +77,7 @@ class SwitchedAttention(nn.Module):
             attn = None
         else:
             attn = self.original(hidden_states, *args, **kwargs)[0]
-        r = self.replacement(hidden_states)
+        r = self.replacement(hidden_states, self.layer_input)
         self.layer_input = None
         if attn is None:
             out = torch.zeros_like(hidden_states) if r is None else r
@@ -127,24 +132,27 @@ def check_layer_indices(layers: Iterable[int], num_layers: int, what: str = "lay
 
 
 class AttentionSwitch:
-    """Switch the attention sublayers of ``layers`` to ``mode`` with blend M, reversibly."""
+    """Switch attention sublayers to their replacements with blend M, reversibly.
+
+    ``layers``: a ``{layer: Replacement}`` dict, or layer indices that all get ``mode``.
+    """
 
     def __init__(
         self,
         model: nn.Module,
-        layers: Iterable[int],
+        layers: Iterable[int] | dict[int, Replacement],
         mode: str = "skip",
         blend: Blend = 0.0,
         adapter: FamilyAdapter | None = None,
     ):
-        if mode not in MODES:
-            raise NoseError(f"unknown switch mode {mode!r}; choose one of {', '.join(MODES)}")
         check_blend(blend)
         self.adapter = adapter or adapter_for(model.config.model_type)
         self.model = model
         decoder_layers = self.adapter.layers_of(model)
-        self.layers = check_layer_indices(layers, len(decoder_layers))
-        self.mode = mode
+        replacements = layers if isinstance(layers, dict) else uniform(check_layer_indices(layers, len(decoder_layers)),
+                                                                       mode)
+        self.layers = check_layer_indices(list(replacements), len(decoder_layers))
+        self.replacements = replacements
         self.blend = blend
         self._installed: list[tuple[nn.Module, str, nn.Module, object]] = []
         self._decoder_layers = decoder_layers
@@ -160,9 +168,9 @@ class AttentionSwitch:
                 original = getattr(parent, name)
                 if isinstance(original, SwitchedAttention):
                     raise NoseError(f"layer {i} is already switched; restore it before switching again")
-                switched = SwitchedAttention(original, self.mode, self.blend, i)
+                switched = SwitchedAttention(original, self.replacements[i], self.blend, i)
                 handle = None
-                if self.mode == "double":
+                if self.replacements[i].uses_input:
                     handle = layer.register_forward_pre_hook(_layer_input_hook(switched), with_kwargs=True)
                 setattr(parent, name, switched)
                 self._installed.append((parent, name, original, handle))
@@ -192,7 +200,8 @@ class AttentionSwitch:
         self.restore()
 
 
-def attention_switched(model: nn.Module, layers: Iterable[int], mode: str = "skip",
+def attention_switched(model: nn.Module, layers: Iterable[int] | dict[int, Replacement], mode: str = "skip",
                        blend: Blend = 0.0, adapter: FamilyAdapter | None = None) -> AttentionSwitch:
-    """Context manager: ``with attention_switched(model, [3, 5], "skip"): ...``."""
+    """Context manager: ``with attention_switched(model, [3, 5], "skip"): ...`` or
+    ``with attention_switched(model, {3: Linear(W3), 5: Skip()}): ...``."""
     return AttentionSwitch(model, layers, mode, blend, adapter)

@@ -4,8 +4,9 @@ Sources (``source`` argument / ``--calibration``):
 
 - ``stdlib`` (default, exists on every machine): the ``.py`` files of the running interpreter's
   standard library, in an order shuffled by the seed.
-- a ``.jsonl`` file: each record's ``text_field`` (default ``text``), or its ``messages`` (chat
-  turns, rendered with the tokenizer's chat template when it has one).
+- a ``.jsonl`` file: each record's ``text_field`` (default ``text``); or, when its records hold
+  ``messages`` (chat JSONL, e.g. the self-distilled transcripts of :mod:`nose.data.transcripts`),
+  one row per conversation (see below).
 - any other text file: one document.
 - a clone of PolyEval/G-TransEval (a folder holding ``G-TransEval/Type1/Java.test`` or
   ``Type1/Java.test``): every Java program of Types 1–4, one document each.
@@ -16,6 +17,16 @@ Packing (default): documents are tokenized without special tokens, each cut to i
 ``samples`` rows of ``seq_len`` tokens; no padding. Without packing each document
 is one row, truncated to ``seq_len`` and right-padded; the mask marks the real tokens.
 Documents are read lazily until enough tokens are collected.
+
+Chat JSONL is never packed: a conversation is one row (rendered with the chat template, cut to
+``seq_len``), so an answer always sees its prompt. Rows are sorted by length so that batches
+carry little padding. ``count`` decides which tokens the statistics count: ``answer`` (the
+assistant's answer tokens, see :mod:`nose.data.chat`) or ``all`` real tokens. Every other source
+counts all real tokens.
+
+Counted *positions* depend on the statistic (:class:`Batch`): features of token t count when
+token t is counted; a next-token prediction at t (loss, KL) counts when token t is real and
+token t + 1 is counted.
 """
 
 from __future__ import annotations
@@ -30,21 +41,73 @@ from pathlib import Path
 
 import torch
 
+from nose.data.chat import chat_rows, is_chat_file, render_chat
 from nose.errors import NoseError
 
 SOURCE_EXTENSIONS = {".py", ".java", ".c", ".h", ".cc", ".cpp", ".hpp", ".cs", ".js", ".ts", ".go",
                      ".rs", ".rb", ".kt", ".scala", ".swift", ".php", ".sh", ".lua", ".r", ".jl"}
 
 
+COUNTS = ("answer", "all")
+
+
+@dataclass
+class Batch:
+    """Calibration rows of one forward, and the positions whose outputs a statistic reads.
+
+    ``positions`` (B, T) bool is ``count_mask`` for per-token features, or the next-token
+    positions (token real, next token counted) for predictions; statistics receive the target's
+    outputs at those positions only, flattened to (K, F) in row-major order. ``reference`` holds
+    the intact model's next-token log-probs at the positions (K, V) for criteria that compare
+    against it (``kl``); it is filled by the search.
+    """
+
+    input_ids: torch.Tensor  # (B, T)
+    attention_mask: torch.Tensor  # (B, T), 1 = real token (what attention sees)
+    count_mask: torch.Tensor  # (B, T), 1 = counted token
+    positions: torch.Tensor  # (B, T) bool
+    reference: torch.Tensor | None = None  # (K, V) float32 log-probs
+
+    @property
+    def rows(self) -> torch.Tensor:
+        """(K,) the row of each read position."""
+        return self.positions.nonzero()[:, 0]
+
+    @property
+    def next_tokens(self) -> torch.Tensor:
+        """(K,) the token each read position predicts (next-token positions only)."""
+        shifted = torch.zeros_like(self.input_ids)
+        shifted[:, :-1] = self.input_ids[:, 1:]
+        return shifted[self.positions]
+
+    @property
+    def size(self) -> int:
+        return self.input_ids.shape[0]
+
+
+def next_token_positions(attention_mask: torch.Tensor, count_mask: torch.Tensor) -> torch.Tensor:
+    """(B, T) bool: position t is real and predicts a counted token t + 1."""
+    pos = torch.zeros_like(attention_mask, dtype=torch.bool)
+    pos[:, :-1] = attention_mask[:, :-1].bool() & count_mask[:, 1:].bool()
+    return pos
+
+
 @dataclass
 class CalibrationSet:
-    """Token rows for calibration; ``attention_mask`` marks the counted tokens."""
+    """Token rows for calibration; ``attention_mask`` marks the real tokens, ``count_mask`` the
+    tokens statistics count (the same unless a chat source counts answers only)."""
 
     input_ids: torch.Tensor  # (N, T) int64
     attention_mask: torch.Tensor  # (N, T) int64, 1 = real token
     source: str
     documents: int
     packed: bool
+    count_mask: torch.Tensor | None = None  # (N, T) int64; None: every real token counts
+    count: str = "all"
+
+    def __post_init__(self):
+        if self.count_mask is None:
+            self.count_mask = self.attention_mask.clone()
 
     @property
     def samples(self) -> int:
@@ -58,22 +121,35 @@ class CalibrationSet:
     def tokens(self) -> int:
         return int(self.attention_mask.sum())
 
+    @property
+    def counted_tokens(self) -> int:
+        return int(self.count_mask.sum())
+
     def sha256(self) -> str:
-        """Hash of the exact token ids and mask used (recorded in search.json)."""
+        """Hash of the exact token ids and masks used (recorded in search.json)."""
         h = hashlib.sha256()
         h.update(self.input_ids.contiguous().numpy().astype("<i8").tobytes())
         h.update(self.attention_mask.contiguous().numpy().astype("<i8").tobytes())
+        if not torch.equal(self.count_mask, self.attention_mask):
+            h.update(self.count_mask.contiguous().numpy().astype("<i8").tobytes())
         return h.hexdigest()
 
-    def batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def batches(self, batch_size: int, positions: str = "token") -> Iterator[Batch]:
+        """Rows in batches, trimmed to the longest row of each batch; ``positions``: ``token``
+        (count_mask) or ``next`` (next-token predictions of counted tokens)."""
         for start in range(0, self.samples, batch_size):
-            yield (self.input_ids[start:start + batch_size],
-                   self.attention_mask[start:start + batch_size])
+            att = self.attention_mask[start:start + batch_size]
+            width = int(att.sum(1).max()) if not self.packed else att.shape[1]
+            att = att[:, :width]
+            ids = self.input_ids[start:start + batch_size, :width]
+            count = self.count_mask[start:start + batch_size, :width]
+            pos = count.bool() if positions == "token" else next_token_positions(att, count)
+            yield Batch(ids, att, count, pos)
 
     def describe(self) -> dict:
         return {"source": self.source, "samples": self.samples, "seq_len": self.seq_len,
-                "tokens": self.tokens, "documents": self.documents, "packed": self.packed,
-                "token_ids_sha256": self.sha256()}
+                "tokens": self.tokens, "counted_tokens": self.counted_tokens, "count": self.count,
+                "documents": self.documents, "packed": self.packed, "token_ids_sha256": self.sha256()}
 
 
 def _gtranseval_root(folder: Path) -> Path | None:
@@ -131,7 +207,7 @@ def _jsonl_documents(path: Path, tokenizer, text_field: str) -> Iterator[str]:
             except json.JSONDecodeError as e:
                 raise NoseError(f"{path}:{lineno} is not valid JSON ({e.msg})") from None
             if isinstance(record.get("messages"), list):
-                yield _render_chat(record["messages"], tokenizer)
+                yield render_chat(record["messages"], tokenizer)
             elif isinstance(record.get(text_field), str):
                 yield record[text_field]
             else:
@@ -139,18 +215,42 @@ def _jsonl_documents(path: Path, tokenizer, text_field: str) -> Iterator[str]:
                                 "set --text-field to the field that holds the text")
 
 
-def _render_chat(messages: list, tokenizer) -> str:
-    if tokenizer is not None and getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(messages, tokenize=False)
-    return "\n".join(f"{m.get('role', 'user')}: {m.get('content', '')}" for m in messages)
+def _padded(rows: list[list[int]], pad: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for k, row in enumerate(rows):
+        ids[k, :len(row)] = torch.tensor(row)
+        mask[k, :len(row)] = 1
+    return ids, mask
+
+
+def _pad_id(tokenizer) -> int:
+    eos = tokenizer.eos_token_id
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos if eos is not None else 0)
+
+
+def chat_calibration(tokenizer, source: str, samples: int, seq_len: int, count: str, log=print) -> CalibrationSet:
+    """One row per conversation of a chat JSONL, sorted by length (see module docstring)."""
+    rows = sorted(chat_rows(tokenizer, Path(source), samples, seq_len), key=lambda r: len(r[0]))
+    if len(rows) < samples:
+        log(f"warning: calibration source {source} gives {len(rows)} samples, fewer than --samples {samples}")
+    ids, att = _padded([r[0] for r in rows], _pad_id(tokenizer), max(len(r[0]) for r in rows))
+    answer, _ = _padded([r[1] for r in rows], 0, ids.shape[1])
+    count_mask = (answer * att) if count == "answer" else att.clone()
+    return CalibrationSet(ids, att, source, len(rows), False, count_mask, count)
 
 
 def build_calibration(tokenizer, source: str = "stdlib", samples: int = 32, seq_len: int = 256,
-                      seed: int = 0, pack: bool = True, text_field: str = "text", log=print) -> CalibrationSet:
+                      seed: int = 0, pack: bool = True, text_field: str = "text", count: str = "answer",
+                      log=print) -> CalibrationSet:
+    """Calibration rows from ``source``; ``count`` applies to chat sources (see module docstring)."""
     if samples < 1 or seq_len < 2:
         raise NoseError(f"need --samples >= 1 and --seq-len >= 2 (got {samples}, {seq_len})")
+    if count not in COUNTS:
+        raise NoseError(f"unknown --count {count!r}; choose answer or all")
+    if source != "stdlib" and is_chat_file(Path(source).expanduser()):
+        return chat_calibration(tokenizer, str(Path(source).expanduser()), samples, seq_len, count, log)
     eos = tokenizer.eos_token_id
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos if eos is not None else 0)
     docs = 0
     rows: list[list[int]] = []
     stream: list[int] = []
@@ -182,10 +282,5 @@ def build_calibration(tokenizer, source: str = "stdlib", samples: int = 32, seq_
         rows = [stream[i * seq_len:(i + 1) * seq_len] for i in range(min(samples, len(stream) // seq_len))]
     if len(rows) < samples:
         log(f"warning: calibration source {source} gives {len(rows)} samples, fewer than --samples {samples}")
-    width = seq_len if pack else max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for k, row in enumerate(rows):
-        ids[k, :len(row)] = torch.tensor(row)
-        mask[k, :len(row)] = 1
+    ids, mask = _padded(rows, _pad_id(tokenizer), seq_len if pack else max(len(r) for r in rows))
     return CalibrationSet(ids, mask, source, docs, pack)

@@ -1,17 +1,4 @@
-"""Settings of a search and the selection criteria it can use.
-
-Every criterion gives each candidate attention sublayer a *score*; the lowest score is removed
-first. Greedy criteria rescore the remaining candidates from the new state after each removal;
-one-shot criteria rank all candidates once, on the intact model.
-
-| criterion | kind | score of candidate i |
-|---|---|---|
-| ``nose`` | greedy | transfer entropy ``H(S) − H(S ∪ {i})`` of the target features (nats) |
-| ``loss`` | greedy | calibration loss increase ``L(S ∪ {i}) − L(S)`` (nats per token) |
-| ``cosine`` | one shot | ``1 − cos(x, x + Attn(LN(x)))``, mean over tokens (attention-drop) |
-| ``last`` | one shot | number of layers after i (deepest first) |
-| ``random`` | one shot | position in a permutation seeded by ``seed`` |
-"""
+"""Settings of a search, checked against the criterion registry (:mod:`nose.search.criteria`)."""
 
 from __future__ import annotations
 
@@ -19,15 +6,8 @@ from dataclasses import asdict, dataclass, field
 
 from nose.errors import NoseError
 from nose.model.switches import MODES, check_layer_indices
+from nose.search.criteria import CRITERIA
 from nose.search.target import Target
-
-CRITERIA = {
-    "nose": {"kind": "greedy", "name": "transfer entropy H(S) - H(S+i)", "unit": "nats"},
-    "loss": {"kind": "greedy", "name": "loss increase L(S+i) - L(S)", "unit": "nats/token"},
-    "cosine": {"kind": "one-shot", "name": "1 - cos(x, x + Attn(LN(x)))", "unit": "1"},
-    "last": {"kind": "one-shot", "name": "layers after i", "unit": "layers"},
-    "random": {"kind": "one-shot", "name": "position in the seeded permutation", "unit": "1"},
-}
 
 
 @dataclass
@@ -36,8 +16,8 @@ class SearchConfig:
 
     steps: int = 4  # attention sublayers to select
     criterion: str = "nose"  # see CRITERIA
-    mode: str = "skip"  # switch mode while scoring (nose, loss): skip | double | thesis
-    target: str = "final"  # nose only: final | logits | layer:N
+    mode: str = "skip"  # switch mode while scoring (greedy criteria): skip | double | thesis
+    target: str = "final"  # criteria without a fixed target (nose, nose-abs): final | logits | layer:N
     protect: list[int] = field(default_factory=list)  # layers never removed
     protect_layer0: bool = True  # engines need layer 0's attention (DESIGN.md, export)
     seed: int = 0  # bootstrap, calibration order and random-criterion seed
@@ -54,8 +34,9 @@ class SearchConfig:
             raise NoseError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.bootstrap < 0:
             raise NoseError(f"--bootstrap must be 0 or more, got {self.bootstrap}")
-        if self.criterion != "nose" and self.target != "final":
-            raise NoseError(f"--target applies to --criterion nose only; {self.criterion} "
+        free = [n for n, c in CRITERIA.items() if c.greedy and c.target is None]
+        if self.target != "final" and self.criterion not in free:
+            raise NoseError(f"--target applies to --criterion {' or '.join(free)} only; {self.criterion} "
                             "scores the model's output as a whole")
         target = self.target_of(num_layers)
         check_layer_indices(self.protect, num_layers, what="--protect layer")
@@ -68,8 +49,8 @@ class SearchConfig:
         return target
 
     def target_of(self, num_layers: int) -> Target:
-        """The features a greedy criterion measures: the logits for ``loss``."""
-        return Target("logits") if self.criterion == "loss" else Target.parse(self.target, num_layers)
+        """The features a greedy criterion measures: its fixed target, else ``--target``."""
+        return Target.parse(CRITERIA[self.criterion].target or self.target, num_layers)
 
     def protected(self) -> list[int]:
         return sorted(set(self.protect) | ({0} if self.protect_layer0 else set()))
@@ -82,6 +63,5 @@ class SearchConfig:
         d = asdict(self)
         d["protect"] = self.protected()
         del d["protect_layer0"]
-        if self.criterion == "loss":
-            d["target"] = "logits"
+        d["target"] = CRITERIA[self.criterion].target or self.target
         return d

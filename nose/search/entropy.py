@@ -70,9 +70,15 @@ class MomentStats:
         self.s1.append(s1)
         self.s2.append(s2)
 
-    def observe(self, x: torch.Tensor, input_ids: torch.Tensor | None, mask: torch.Tensor | None) -> None:
-        """A :class:`~nose.search.target.TargetHook` sink: the token ids are not needed."""
-        self.add(x, mask)
+    def observe(self, x: torch.Tensor, batch) -> None:
+        """A statistic sink: ``x`` (K, F) are the target's features at ``batch.positions``."""
+        rows = batch.rows.to(x.device)
+        xd = x.detach().to(torch.float64)
+        s1 = xd.new_zeros(batch.size, xd.shape[-1]).index_add_(0, rows, xd)
+        s2 = xd.new_zeros(batch.size, xd.shape[-1]).index_add_(0, rows, xd * xd)
+        self.n.append(torch.bincount(rows, minlength=batch.size).double().cpu().numpy())
+        self.s1.append(s1.cpu().numpy())
+        self.s2.append(s2.cpu().numpy())
 
     def merge(self, other: "MomentStats") -> "MomentStats":
         return MomentStats(self.n + other.n, self.s1 + other.s1, self.s2 + other.s2)
@@ -95,3 +101,6 @@ class MomentStats:
         """Entropy under each row of sample ``weights`` (R, N): one value per replicate."""
         n, s1, s2 = self.arrays()
         return entropy_from_moments(weights @ n, weights @ s1, weights @ s2, where)
+
+    value = entropy  # the statistic interface of greedy criteria (nose.search.criteria)
+    bootstrap = bootstrap_entropy

@@ -1,13 +1,15 @@
-"""Greedy criteria: NOSE (DESIGN.md, "Entropy and transfer entropy") and the loss criterion.
+"""Greedy criteria (``nose``, ``nose-abs``, ``kl``, ``loss``; see :mod:`nose.search.criteria`).
 
 At each step with removed set S, every candidate i (not removed, not protected) is scored from
 the same state S, and the lowest score is removed next. The other candidates' switches are
 restored before the next one is tried. Layer inputs are cached per batch
-(:mod:`nose.search.prefix`), so candidate i costs only layers i..last.
+(:mod:`nose.search.prefix`), so candidate i costs only layers i..last. A criterion that compares
+against the intact model (``kl``) gets the intact model's log-probs at the batch's read
+positions from one extra forward per batch, before the state's switches are applied.
 
-A criterion measures one statistic of a state (the Gaussian entropy of the target features for
-``nose``, the mean next-token loss for ``loss``) and scores ``sign · (value(S ∪ {i}) − value(S))``:
-``TE_i = H(S) − H(S ∪ {i})`` for NOSE (sign −1), the loss increase for ``loss`` (sign +1).
+A criterion measures one statistic of a state and scores ``score(value(S), value(S ∪ {i}))``:
+``TE_i = H(S) − H(S ∪ {i})`` for NOSE, the loss increase for ``loss``, the KL of S ∪ {i} itself
+for ``kl``.
 
 Uncertainty: the calibration samples are resampled with replacement (paired across candidates,
 seeded by ``(seed, step)``) to give a 95 % percentile interval for each score, and the winner's
@@ -24,34 +26,17 @@ from nose.model.loading import LoadedModel
 from nose.model.switches import attention_switched
 from nose.search.calibration import CalibrationSet
 from nose.search.config import SearchConfig
-from nose.search.entropy import MomentStats
-from nose.search.loss import LossStats
+from nose.search.criteria import CRITERIA
 from nose.search.prefix import PrefixRunner
 from nose.search.steps import bootstrap_weights, step_record
 from nose.search.target import Target, TargetHook
-
-
-@dataclass(frozen=True)
-class Measure:
-    """How a greedy criterion turns collected statistics into scores."""
-
-    new: Callable[[], MomentStats | LossStats]  # one empty statistic per state
-    value: Callable  # (stats, where) -> float
-    bootstrap: Callable  # (stats, weights (R, N), where) -> (R,)
-    sign: int  # score = sign · (value(S ∪ {i}) − value(S))
-
-
-MEASURES = {
-    "nose": Measure(MomentStats, MomentStats.entropy, MomentStats.bootstrap_entropy, -1),
-    "loss": Measure(LossStats, LossStats.value, LossStats.bootstrap, +1),
-}
 
 
 @dataclass
 class StepStats:
     """Statistics of one step: the base state and each candidate, per sample."""
 
-    base: MomentStats | LossStats
+    base: object
     candidates: dict
 
 
@@ -59,36 +44,38 @@ def score_step(lm: LoadedModel, calib: CalibrationSet, removed: list[int], candi
                config: SearchConfig, target: Target, runner: PrefixRunner,
                advance: Callable[[], None] = lambda: None) -> StepStats:
     """Collect the criterion's statistic for state ``removed`` and for each candidate added to it."""
-    measure = MEASURES[config.criterion]
-    base = measure.new()
-    per = {i: measure.new() for i in candidates}
-    with attention_switched(lm.model, removed, config.mode, adapter=lm.adapter), \
-            TargetHook(target.module(lm.model, lm.adapter)) as hook:
-        for ids, mask in calib.batches(config.batch_size):
-            hook.collect(base, ids, mask)
-            runner.base(ids, mask)
-            for i in candidates:
-                hook.collect(per[i], ids, mask)
-                with attention_switched(lm.model, [i], config.mode, adapter=lm.adapter):
-                    runner.tail(i)
-            hook.collect(None)
+    criterion = CRITERIA[config.criterion]
+    base = criterion.statistic()
+    per = {i: criterion.statistic() for i in candidates}
+    with TargetHook(target.module(lm.model, lm.adapter)) as hook:
+        for batch in calib.batches(config.batch_size, criterion.positions):
+            if criterion.reference:
+                batch.reference = runner.reference(batch)
+            with attention_switched(lm.model, removed, config.mode, adapter=lm.adapter):
+                hook.collect(base, batch)
+                runner.base(batch)
+                for i in candidates:
+                    hook.collect(per[i], batch)
+                    with attention_switched(lm.model, [i], config.mode, adapter=lm.adapter):
+                        runner.tail(i)
+                hook.collect(None)
             advance()
     return StepStats(base, per)
 
 
 def summarize_step(stats: StepStats, config: SearchConfig, step: int, target: Target) -> dict:
     """Values, scores, intervals and the selection of one step (the step record, minus timing)."""
-    measure = MEASURES[config.criterion]
+    criterion = CRITERIA[config.criterion]
     where = f"target {target}"
     layers = sorted(stats.candidates)
-    base = measure.value(stats.base, where)
-    values = {i: measure.value(stats.candidates[i], where) for i in layers}
-    scores = {i: measure.sign * (values[i] - base) for i in layers}
+    base = stats.base.value(where)
+    values = {i: stats.candidates[i].value(where) for i in layers}
+    scores = {i: float(criterion.score(base, values[i])) for i in layers}
     boot = None
     if config.bootstrap > 0 and stats.base.samples > 1:
         w = bootstrap_weights(stats.base.samples, config.bootstrap, config.seed, step)
-        vb = measure.bootstrap(stats.base, w, where)
-        boot = {i: measure.sign * (measure.bootstrap(stats.candidates[i], w, where) - vb) for i in layers}
+        vb = stats.base.bootstrap(w, where)
+        boot = {i: criterion.score(vb, stats.candidates[i].bootstrap(w, where)) for i in layers}
     return step_record(step, scores, boot, values=values, base_value=base)
 
 

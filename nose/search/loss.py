@@ -1,8 +1,8 @@
 """Calibration language-model loss, per sample, for the ``loss`` criterion.
 
 The loss of a state is the mean next-token negative log-likelihood (nats per token) over all
-counted positions: position t predicts token t+1 and counts when both are unmasked. Per sample
-we keep the summed NLL and the count in float64, so batches merge by addition and the
+counted positions (position t predicts token t+1; see :class:`~nose.search.calibration.Batch`).
+Per sample we keep the summed NLL and the count in float64, so batches merge by addition and the
 bootstrap resamples whole calibration rows, as for the entropy statistics.
 """
 
@@ -17,15 +17,20 @@ import torch.nn.functional as F
 from nose.errors import NoseError
 
 
-def token_nll(logits: torch.Tensor, input_ids: torch.Tensor, mask: torch.Tensor | None):
-    """Per-sample summed next-token NLL and counted positions, float64 numpy (B,) each."""
-    ids = input_ids.to(logits.device)
-    if mask is None:
-        mask = torch.ones_like(ids)
-    m = mask.to(logits.device)
-    counted = (m[:, 1:] * m[:, :-1]).to(torch.float64)
-    nll = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), ids[:, 1:], reduction="none")
-    return (nll.double() * counted).sum(1).cpu().numpy(), counted.sum(1).cpu().numpy()
+def per_row(values: torch.Tensor, batch) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row sums of per-position ``values`` (K,) and per-row counts, float64 numpy (B,) each."""
+    rows = batch.rows.to(values.device)
+    sums = values.new_zeros(batch.size, dtype=torch.float64).index_add_(0, rows, values.double())
+    return sums.cpu().numpy(), torch.bincount(rows, minlength=batch.size).double().cpu().numpy()
+
+
+def ratio_bootstrap(num: np.ndarray, den: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """``(w @ num) / (w @ den)`` per replicate; a replicate without counted tokens is NaN (left out
+    of intervals), never a mean of 0."""
+    wn, wd = weights @ num, weights @ den
+    out = np.full(wn.shape, np.nan)
+    np.divide(wn, wd, out=out, where=wd > 0)
+    return out
 
 
 @dataclass
@@ -35,10 +40,10 @@ class LossStats:
     nll: list = field(default_factory=list)
     n: list = field(default_factory=list)
 
-    def observe(self, logits: torch.Tensor, input_ids: torch.Tensor, mask: torch.Tensor | None) -> None:
-        if input_ids is None:
-            raise NoseError("the loss criterion needs the calibration token ids")
-        nll, n = token_nll(logits, input_ids, mask)
+    def observe(self, logits: torch.Tensor, batch) -> None:
+        """``logits`` (K, V) at ``batch.positions`` (next-token positions)."""
+        targets = batch.next_tokens.to(logits.device)
+        nll, n = per_row(F.cross_entropy(logits.float(), targets, reduction="none"), batch)
         self.nll.append(nll)
         self.n.append(n)
 
@@ -60,5 +65,4 @@ class LossStats:
 
     def bootstrap(self, weights: np.ndarray, where: str = "logits") -> np.ndarray:
         """Mean NLL under each row of sample ``weights`` (R, N)."""
-        nll, n = self.arrays()
-        return (weights @ nll) / np.maximum(weights @ n, 1e-300)
+        return ratio_bootstrap(*self.arrays(), weights)

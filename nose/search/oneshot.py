@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from nose.errors import NoseError
 from nose.model.loading import LoadedModel
 from nose.search.calibration import CalibrationSet
-from nose.search.config import SearchConfig
+from nose.search.loss import ratio_bootstrap
 from nose.search.steps import bootstrap_weights, step_record
 
 
@@ -47,7 +47,7 @@ def cosine_sums(lm: LoadedModel, calib: CalibrationSet, layers: list[int], batch
             x = state.pop(i)
             h = x + (output[0] if isinstance(output, tuple) else output)
             one_minus_cos = 1.0 - F.cosine_similarity(x.float(), h.float(), dim=-1)
-            mask = state["mask"].to(device=x.device, dtype=torch.float64)
+            mask = state["counted"].to(device=x.device, dtype=torch.float64)
             sums[i].append((one_minus_cos.double() * mask).sum(1).cpu().numpy())
         return hook
 
@@ -58,10 +58,11 @@ def cosine_sums(lm: LoadedModel, calib: CalibrationSet, layers: list[int], batch
             handles.append(lm.adapter.attention_of(blocks[i]).register_forward_hook(take_attention(i)))
         backbone = lm.adapter.backbone_of(lm.model)
         device = backbone.get_input_embeddings().weight.device
-        for ids, mask in calib.batches(batch_size):
-            state["mask"] = mask
-            backbone(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)
-            counts.append(mask.to(torch.float64).sum(1).numpy())
+        for batch in calib.batches(batch_size, "token"):
+            state["counted"] = batch.positions
+            backbone(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device),
+                     use_cache=False)
+            counts.append(batch.positions.to(torch.float64).sum(1).numpy())
             advance()
     finally:
         for h in handles:
@@ -72,30 +73,32 @@ def cosine_sums(lm: LoadedModel, calib: CalibrationSet, layers: list[int], batch
     return {i: np.concatenate(sums[i]) for i in layers}, n
 
 
-def ranking_scores(lm: LoadedModel, calib: CalibrationSet, config: SearchConfig, candidates: list[int],
-                   advance=lambda: None) -> tuple[dict[int, float], dict[int, np.ndarray] | None]:
-    """Each candidate's one-shot score, and its bootstrap replicates where the criterion has any."""
-    if config.criterion == "last":
-        return {i: float(lm.num_layers - 1 - i) for i in candidates}, None
-    if config.criterion == "random":
-        order = np.random.default_rng(config.seed).permutation(candidates)
-        return {int(i): float(k) for k, i in enumerate(order)}, None
-    if config.criterion == "cosine":
-        sums, n = cosine_sums(lm, calib, candidates, config.batch_size, advance)
-        scores = {i: float(sums[i].sum() / n.sum()) for i in candidates}
-        boot = None
-        if config.bootstrap > 0 and len(n) > 1:
-            w = bootstrap_weights(len(n), config.bootstrap, config.seed, 0)
-            boot = {i: (w @ sums[i]) / (w @ n) for i in candidates}
-        return scores, boot
-    raise NoseError(f"{config.criterion!r} is not a one-shot criterion")
+def cosine_rank(lm: LoadedModel, calib: CalibrationSet, config, candidates: list[int],
+                advance=lambda: None) -> tuple[dict[int, float], dict[int, np.ndarray] | None]:
+    sums, n = cosine_sums(lm, calib, candidates, config.batch_size, advance)
+    scores = {i: float(sums[i].sum() / n.sum()) for i in candidates}
+    boot = None
+    if config.bootstrap > 0 and len(n) > 1:
+        w = bootstrap_weights(len(n), config.bootstrap, config.seed, 0)
+        boot = {i: ratio_bootstrap(sums[i], n, w) for i in candidates}
+    return scores, boot
 
 
-def oneshot_steps(lm: LoadedModel, calib: CalibrationSet, config: SearchConfig, candidates: list[int],
+def last_rank(lm: LoadedModel, calib: CalibrationSet, config, candidates: list[int], advance=lambda: None):
+    return {i: float(lm.num_layers - 1 - i) for i in candidates}, None
+
+
+def random_rank(lm: LoadedModel, calib: CalibrationSet, config, candidates: list[int], advance=lambda: None):
+    order = np.random.default_rng(config.seed).permutation(candidates)
+    return {int(i): float(k) for k, i in enumerate(order)}, None
+
+
+def oneshot_steps(lm: LoadedModel, calib: CalibrationSet, config, candidates: list[int], rank,
                   advance=lambda: None) -> list[dict]:
-    """All ``config.steps`` step records of a one-shot criterion; the scoring time is on step 1."""
+    """All ``config.steps`` step records of a one-shot criterion ranked by ``rank``; the scoring
+    time is on step 1."""
     t0 = time.perf_counter()
-    scores, boot = ranking_scores(lm, calib, config, candidates, advance)
+    scores, boot = rank(lm, calib, config, candidates, advance)
     seconds = round(time.perf_counter() - t0, 3)
     steps, removed = [], []
     for step in range(config.steps):

@@ -2,7 +2,8 @@
 
 Switching layer i cannot change the layers before it, so within one greedy step the input of
 every decoder layer is computed once (the *base* pass, in state S) and a candidate i re-runs
-only layers i..last. The logits head runs only when it is the target.
+only layers i..last. The logits head runs only when it is the target, and then only at the
+batch's read positions (for answer-only statistics, a fraction of the tokens).
 
 Memory bound of the cache: one batch's inputs of the layers up to the last one that matters,
 ``(last + 1) · batch · seq_len · hidden`` values in the model's dtype, on the layers' devices,
@@ -33,13 +34,33 @@ class PrefixRunner:
         self.head = adapter.head_of(model)
         self.last = target.last_layer(len(self.layers))
         self._inputs: list[tuple[torch.Tensor, dict]] = []
+        self._positions: torch.Tensor | None = None
         self.layer_calls = 0  # decoder-layer forwards run, for the benchmark's accounting
         self.head_calls = 0
 
+    def _backbone(self, batch) -> torch.Tensor:
+        device = self.backbone.get_input_embeddings().weight.device
+        out = self.backbone(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device),
+                            use_cache=False)
+        self.layer_calls += len(self.layers)
+        return out.last_hidden_state
+
+    def _head_at_positions(self, normed: torch.Tensor) -> torch.Tensor:
+        self.head_calls += 1
+        return self.head(normed[self._positions.to(normed.device)])
+
     @torch.no_grad()
-    def base(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> None:
+    def reference(self, batch) -> torch.Tensor:
+        """The model's next-token log-probs at ``batch.positions`` (K, V) float32, as it is now
+        (called before any switch is applied: the intact model)."""
+        self._positions = batch.positions
+        return torch.log_softmax(self._head_at_positions(self._backbone(batch)).float(), dim=-1)
+
+    @torch.no_grad()
+    def base(self, batch) -> None:
         """One backbone forward that records every layer's input and keyword arguments."""
         self._inputs = []
+        self._positions = batch.positions
         keep = self._inputs
 
         def record(module, args, kwargs):
@@ -50,16 +71,12 @@ class PrefixRunner:
         handles = [layer.register_forward_pre_hook(record, with_kwargs=True)
                    for layer in self.layers[: self.last + 1]]
         try:
-            device = self.backbone.get_input_embeddings().weight.device
-            out = self.backbone(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
-                                use_cache=False)
+            hidden = self._backbone(batch)
         finally:
             for h in handles:
                 h.remove()
-        self.layer_calls += len(self.layers)
         if self.target.kind == "logits":
-            self.head(out.last_hidden_state)
-            self.head_calls += 1
+            self._head_at_positions(hidden)
 
     @torch.no_grad()
     def tail(self, start: int) -> None:
@@ -73,5 +90,4 @@ class PrefixRunner:
             return
         normed = self.final_norm(hidden)
         if self.target.kind == "logits":
-            self.head(normed)
-            self.head_calls += 1
+            self._head_at_positions(normed)

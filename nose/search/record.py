@@ -66,6 +66,10 @@ def check_resumable(previous: dict, model: dict, calibration: dict, settings: di
         raise NoseError(f"cannot resume: the search file is for model {previous['model']['id']} "
                         f"(weights {previous['model']['weights_sha256'][:12]}), not {model['id']} "
                         f"(weights {model['weights_sha256'][:12]})")
+    for key in ("dtype", "device"):
+        if previous["model"].get(key) != model.get(key):
+            raise NoseError(f"cannot resume: the search file was made with {key} {previous['model'].get(key)}, "
+                            f"now {model.get(key)}; pass --{key} {previous['model'].get(key)}")
     if previous["calibration"]["token_ids_sha256"] != calibration["token_ids_sha256"]:
         raise NoseError("cannot resume: the search file was made with other calibration tokens "
                         f"({previous['calibration']['source']}, {previous['calibration']['samples']} x "

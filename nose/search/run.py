@@ -6,13 +6,14 @@ cheap and are recomputed on ``--resume`` (after the same compatibility checks).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from nose.files import write_json_atomic
-from nose.model.adapters import is_noop_attention
 from nose.model.loading import LoadedModel
 from nose.search.calibration import CalibrationSet
-from nose.search.config import CRITERIA, SearchConfig
+from nose.search.config import SearchConfig
+from nose.search.criteria import CRITERIA
 from nose.search.greedy import greedy_steps
 from nose.search.oneshot import oneshot_steps
 from nose.search.record import FILENAME, check_resumable, new_record
@@ -23,23 +24,29 @@ def run_search(lm: LoadedModel, calib: CalibrationSet, config: SearchConfig, out
     """Run (or continue) a search; returns the search record (see record.py).
 
     ``out_dir``: when given, ``search.json`` is rewritten there after every step.
-    ``resume``: a previous record; a greedy search keeps its steps and continues from them.
+    ``resume``: a previous record; its steps are kept, all of them (a ``config.steps`` below their
+    number selects nothing more), a greedy search continues from them, and its model provenance
+    stays; each resume is logged under ``resumed`` with the provenance of the model that did it.
     ``progress``: a ``rich.progress.Progress`` to report on, or None for silence.
     """
-    layers = lm.adapter.layers_of(lm.model)
-    absent = [i for i, layer in enumerate(layers) if is_noop_attention(lm.adapter.attention_of(layer))]
+    absent = lm.absent_attention()
     target = config.validate(lm.num_layers, absent)
     candidates = config.candidates(lm.num_layers, target, absent)
     if out_dir is not None:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
+    if resume is not None and len(resume["steps"]) > config.steps:
+        config = replace(config, steps=len(resume["steps"]))
     settings = config.settings()
-    record = new_record(lm.provenance(), calib.describe(), settings, CRITERIA[config.criterion])
-    greedy = CRITERIA[config.criterion]["kind"] == "greedy"
+    criterion = CRITERIA[config.criterion]
+    record = new_record(lm.provenance(), calib.describe(), settings, criterion.record())
+    greedy = criterion.greedy
     if resume is not None:
         check_resumable(resume, record["model"], record["calibration"], settings)
+        record["resumed"] = resume.get("resumed", []) + [{"at": record["created"], "model": record["model"]}]
         record["created"] = resume.get("created", record["created"])
+        record["model"] = resume["model"]
         if greedy:
-            record["steps"] = [s for s in resume["steps"] if s["step"] <= config.steps]
+            record["steps"] = list(resume["steps"])
 
     def save(complete: bool) -> None:
         record["order"] = [s["selected"] for s in record["steps"]]
@@ -59,9 +66,8 @@ def run_search(lm: LoadedModel, calib: CalibrationSet, config: SearchConfig, out
             save(len(record["steps"]) == config.steps)
         record["work"] = work
     else:
-        needs_pass = config.criterion == "cosine"
-        task = progress.add_task("cosine scores", total=n_batches) if progress and needs_pass else None
-        record["steps"] = oneshot_steps(lm, calib, config, candidates,
+        task = progress.add_task(f"{config.criterion} scores", total=n_batches) if progress else None
+        record["steps"] = oneshot_steps(lm, calib, config, candidates, criterion.rank,
                                         (lambda: progress.advance(task)) if task is not None else (lambda: None))
     save(True)
     return record

@@ -28,12 +28,14 @@ def step_record(step: int, scores: dict[int, float], boot: dict[int, np.ndarray]
     runner_up = ranked[1] if len(ranked) > 1 else None
     ci: dict[int, list[float] | None] = {i: None for i in layers}
     separated, p_win = None, None
-    if boot is not None:
+    if boot is not None:  # replicates that drew no counted token are NaN and left out
         for i in layers:
-            lo, hi = np.percentile(boot[i], [2.5, 97.5])
-            ci[i] = [float(lo), float(hi)]
-        if runner_up is not None:
-            margin = boot[runner_up] - boot[winner]
+            if np.isfinite(boot[i]).any():
+                lo, hi = np.nanpercentile(boot[i], [2.5, 97.5])
+                ci[i] = [float(lo), float(hi)]
+        margin = boot[runner_up] - boot[winner] if runner_up is not None else np.array([np.nan])
+        margin = margin[np.isfinite(margin)]
+        if margin.size:
             p_win = float(np.mean(margin > 0))
             separated = bool(np.percentile(margin, 2.5) > 0)
     values = values or {}

@@ -4,10 +4,11 @@ Targets: ``final`` (default; the final hidden state after the model's last norm)
 (the output head), or ``layer:N`` (the output of decoder layer N).
 
 Lifecycle: :class:`TargetHook` registers one forward hook on the target module when entered
-and removes it on exit. While it is registered, every call of that module hands its output,
-with the current batch's token ids and mask, to the ``observe`` method of the current ``sink``
-(:class:`~nose.search.entropy.MomentStats` for NOSE, :class:`~nose.search.loss.LossStats` for
-the loss criterion); with no sink it collects nothing.
+and removes it on exit. While it is registered, every call of that module hands its output at
+the current batch's read positions, (K, F), with the batch, to the ``observe`` method of the
+current ``sink`` (a criterion's statistic, see :mod:`nose.search.criteria`); with no sink it
+collects nothing. A (B, T, F) output is cut to the positions here; the logits head is run on
+the positions only (:mod:`nose.search.prefix`), so its (K, V) output passes as it is.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-import torch
 import torch.nn as nn
 
 from nose.errors import NoseError
@@ -62,18 +62,19 @@ class TargetHook:
     def __init__(self, module: nn.Module):
         self.module = module
         self.sink = None
-        self.input_ids: torch.Tensor | None = None
-        self.mask: torch.Tensor | None = None
+        self.batch = None
         self._handle = None
 
     def _hook(self, module, args, output):
         if self.sink is None:
             return
         out = output[0] if isinstance(output, tuple) else output
-        self.sink.observe(out, self.input_ids, self.mask)
+        if out.dim() == 3:
+            out = out[self.batch.positions.to(out.device)]
+        self.sink.observe(out, self.batch)
 
-    def collect(self, sink, input_ids: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> None:
-        self.sink, self.input_ids, self.mask = sink, input_ids, mask
+    def collect(self, sink, batch=None) -> None:
+        self.sink, self.batch = sink, batch
 
     def __enter__(self) -> "TargetHook":
         self._handle = self.module.register_forward_hook(self._hook)
@@ -82,4 +83,4 @@ class TargetHook:
     def __exit__(self, *exc) -> None:
         self._handle.remove()
         self._handle = None
-        self.sink = self.input_ids = self.mask = None
+        self.sink = self.batch = None

@@ -1,20 +1,28 @@
 """Write a slimmer checkpoint in NVIDIA's DeciLM ("nemotron-nas") layout (DESIGN.md, "Export").
 
 - ``config.json``: the source config plus ``architectures: ["DeciLMForCausalLM"]``,
-  ``model_type: "nemotron-nas"``, ``block_configs`` (one per layer; a removed attention has
-  ``no_op: true``, ``n_heads_in_group: null``, ``replace_with_linear: false``), ``rope_theta`` at
-  the top level, and ``auto_map`` to the remote code shipped beside the weights.
-- weights: sharded safetensors without the q/k/v/o tensors and the input norm of removed
-  layers. Exactness: Qwen2's q/k/v biases are written with ``attention_bias: true`` and a zero
-  ``o_proj.bias`` (the layout has one switch for all four); tied embeddings stay tied; families
-  the layout cannot express (per-head q/k norms, sliding windows) are refused.
-- ``double`` is folded: from the first ``double`` layer on, every output projection (attention
-  ``o_proj``, MLP ``down_proj``) is divided by 2^(number of ``double`` layers up to it), so the
-  residual stream is the double model's divided by that power of two and the final RMSNorm,
-  scale-free up to its epsilon, gives the same output. ``thesis`` is refused.
-- atomic: written into a temporary folder beside the target and renamed at the end; an existing
-  target is never touched unless ``overwrite``, and then replaced only after the new one is
-  complete.
+  ``model_type: "nemotron-nas"``, ``block_configs`` (one per layer; see below), ``rope_theta`` at
+  the top level, ``auto_map`` to the remote code shipped beside the weights, and the dtype of
+  the tensors actually written. Nothing of the source's storage survives: a GGUF source's
+  ``quantization_config`` is dropped (the weights are plain safetensors), and provenance lives
+  in ``nose.json`` only.
+- blocks, per layer and its :class:`~nose.model.replacements.Replacement`: kept attention
+  (``n_heads_in_group`` = heads per KV head); skip or double: ``no_op: true``,
+  ``n_heads_in_group: null``, ``replace_with_linear: false`` and neither q/k/v/o tensors nor the
+  input norm; linear or thesis: ``no_op: false``, ``n_heads_in_group: null``,
+  ``replace_with_linear: true``, the input norm kept and ``self_attn.linear_attn.weight`` = W
+  (2I for thesis). Layers an earlier export already replaced keep their block.
+- weights: sharded safetensors. Exactness: Qwen2's q/k/v biases are written with
+  ``attention_bias: true`` and a zero ``o_proj.bias`` (the layout has one switch for all four);
+  tied embeddings stay tied; families the layout cannot express (per-head q/k norms, sliding
+  windows) are refused.
+- ``double`` is folded: every addition to the residual stream after a ``double`` layer
+  (attention ``o_proj``, MLP ``down_proj``, a linear replacement's W) is divided by
+  2^(number of ``double`` layers up to it), so the residual stream is the double model's divided
+  by that power of two and the final RMSNorm, scale-free up to its epsilon, gives the same output.
+- atomic: written into a temporary folder beside the target (``extra`` adds files there, e.g.
+  the healing record) and renamed at the end; an existing target is never touched unless
+  ``overwrite``, and then replaced only after the new one is complete.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ from safetensors.torch import save_file
 from nose.errors import NoseError
 from nose.files import publish_permissions, write_json_atomic
 from nose.model.loading import LoadedModel
+from nose.model.replacements import Replacement, describe_all, uniform
 from nose.model.switches import SwitchedAttention, check_layer_indices
 
 REMOTE = Path(__file__).parent / "remote"
@@ -60,24 +69,15 @@ def rope_theta(config) -> float:
     return float(theta)
 
 
-def check_mode(mode: str) -> None:
-    if mode == "thesis":
-        raise NoseError("mode 'thesis' (h = x + 2·LN1(x)) needs the input norm and cannot be exported; "
-                        "use skip or double")
-    if mode not in ("skip", "double"):
-        raise NoseError(f"unknown mode {mode!r} for export; choose skip or double")
-
-
 def check_target(out: Path, overwrite: bool) -> None:
     if Path(out).exists() and not overwrite:
         raise NoseError(f"{out} exists; choose another --out or pass --overwrite")
 
 
-def check_exportable(lm: LoadedModel, removed: list[int], mode: str) -> None:
+def check_exportable(lm: LoadedModel, replacements: dict[int, Replacement]) -> None:
     cfg = lm.model.config
     if any(isinstance(m, SwitchedAttention) for m in lm.model.modules()):
         raise NoseError("the model has attention switches applied; restore them before exporting")
-    check_mode(mode)
     if lm.adapter.family == "qwen3" or hasattr(lm.adapter.attention_of(lm.adapter.layers_of(lm.model)[0]), "q_norm"):
         raise NoseError("this family normalizes q and k per head (q_norm/k_norm), which the DeciLM layout "
                         "cannot express; export is refused")
@@ -85,7 +85,7 @@ def check_exportable(lm: LoadedModel, removed: list[int], mode: str) -> None:
         raise NoseError("this model uses sliding-window attention, which the DeciLM layout cannot express")
     if getattr(cfg, "mlp_bias", False):
         raise NoseError("MLP biases cannot be expressed in the DeciLM layout")
-    check_layer_indices(removed, lm.num_layers, what="removed layer")
+    removed = check_layer_indices(list(replacements), lm.num_layers, what="removed layer")
     if not removed:
         raise NoseError("no layers to remove: pass at least one layer")
     ffn_mult_for(cfg.intermediate_size, cfg.hidden_size)
@@ -95,18 +95,32 @@ def check_exportable(lm: LoadedModel, removed: list[int], mode: str) -> None:
 
 
 def _attention_bias(lm: LoadedModel) -> bool:
-    attn = lm.adapter.attention_of(lm.adapter.layers_of(lm.model)[0])
-    return any(getattr(getattr(attn, p, None), "bias", None) is not None for p in ("q_proj", "k_proj", "v_proj", "o_proj"))
+    for layer in lm.adapter.layers_of(lm.model):
+        attn = lm.adapter.attention_of(layer)
+        if hasattr(attn, "q_proj"):
+            return any(getattr(getattr(attn, p, None), "bias", None) is not None
+                       for p in ("q_proj", "k_proj", "v_proj", "o_proj"))
+    return False
 
 
-def export_state_dict(lm: LoadedModel, removed: list[int], mode: str) -> dict[str, torch.Tensor]:
+def _residual_scales(replacements: dict[int, Replacement], num_layers: int) -> list[float]:
+    """Per layer, what additions to the residual stream are divided by to fold ``double``."""
+    doubles = [i for i, r in replacements.items() if r.kind == "double"]
+    return [2.0 ** sum(1 for d in doubles if d <= i) for i in range(num_layers)]
+
+
+def export_state_dict(lm: LoadedModel, replacements: dict[int, Replacement]) -> dict[str, torch.Tensor]:
     """The tensors of the exported checkpoint (llama names), folded for ``double``."""
-    removed_set = set(removed)
-    layers_path = lm.adapter.layers
+    layers_path, attention = lm.adapter.layers, lm.adapter.attention
+    hidden = lm.model.config.hidden_size
+    scales = _residual_scales(replacements, lm.num_layers)
     bias = _attention_bias(lm)
     tied = bool(getattr(lm.model.config, "tie_word_embeddings", False))
     out: dict[str, torch.Tensor] = {}
-    scale = 1.0
+
+    def scaled(t: torch.Tensor, scale: float) -> torch.Tensor:
+        return t if scale == 1.0 else (t.to(torch.float64) / scale).to(t.dtype)
+
     for name, tensor in lm.model.state_dict().items():
         t = tensor.detach().to("cpu").contiguous()
         if tied and name == "lm_head.weight":
@@ -114,40 +128,48 @@ def export_state_dict(lm: LoadedModel, removed: list[int], mode: str) -> dict[st
         if name.startswith(layers_path + "."):
             idx = int(name[len(layers_path) + 1:].split(".")[0])
             local = name[len(layers_path) + 1 + len(str(idx)) + 1:]
-            if idx in removed_set and (local.startswith(lm.adapter.attention + ".")
-                                       or local.startswith(lm.adapter.attn_norm + ".")):
+            if idx in replacements and (local.startswith(attention + ".") or (
+                    local.startswith(lm.adapter.attn_norm + ".") and not replacements[idx].exported_as_linear)):
                 continue
-            if mode == "double":
-                doubles_upto = sum(1 for r in removed if r <= idx)
-                scale = 2.0 ** doubles_upto
-                if scale != 1.0 and (local.startswith(f"{lm.adapter.attention}.o_proj.")
-                                     or local.startswith(f"{lm.adapter.mlp}.down_proj.")):
-                    t = (t.to(torch.float64) / scale).to(t.dtype)
+            if local.startswith((f"{attention}.o_proj.", f"{lm.adapter.mlp}.down_proj.",
+                                 f"{attention}.linear_attn.")):
+                t = scaled(t, scales[idx])
         out[name] = t
+    for i, r in replacements.items():
+        if r.exported_as_linear:
+            w = r.export_weight(hidden).detach().to("cpu", next(iter(out.values())).dtype).contiguous()
+            out[f"{layers_path}.{i}.{attention}.linear_attn.weight"] = scaled(w, scales[i])
     if bias:
-        for i in range(lm.num_layers):
-            key = f"{layers_path}.{i}.{lm.adapter.attention}.o_proj.bias"
-            if i not in removed_set and key not in out:
-                weight = out[f"{layers_path}.{i}.{lm.adapter.attention}.o_proj.weight"]
+        for i, layer in enumerate(lm.adapter.layers_of(lm.model)):
+            key = f"{layers_path}.{i}.{attention}.o_proj.bias"
+            weight = out.get(f"{layers_path}.{i}.{attention}.o_proj.weight")
+            if weight is not None and key not in out:
                 out[key] = torch.zeros(weight.shape[0], dtype=weight.dtype)
-    return out
+    return dict(sorted(out.items()))
 
 
-def export_config(lm: LoadedModel, removed: list[int]) -> dict:
+def _block(heads_per_kv: int | None, replacement: Replacement | None, previous: dict | None) -> dict:
+    if replacement is None:
+        return previous or {"n_heads_in_group": heads_per_kv, "no_op": False, "replace_with_linear": False}
+    linear = replacement.exported_as_linear
+    return {"n_heads_in_group": None, "no_op": not linear, "replace_with_linear": linear}
+
+
+def export_config(lm: LoadedModel, replacements: dict[int, Replacement], dtype: torch.dtype) -> dict:
     cfg = lm.model.config
     d = cfg.to_dict()
     heads, kv = cfg.num_attention_heads, getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
     mult = ffn_mult_for(cfg.intermediate_size, cfg.hidden_size)
-    blocks = []
-    for i in range(lm.num_layers):
-        off = i in removed
-        blocks.append({"attention": {"n_heads_in_group": None if off else heads // kv, "no_op": off,
-                                     "replace_with_linear": False},
-                       "ffn": {"ffn_mult": mult, "no_op": False, "replace_with_linear": False}})
-    for key in ("layer_types", "use_sliding_window", "sliding_window", "max_window_layers", "_name_or_path"):
+    previous = getattr(cfg, "block_configs", None) or []
+    blocks = [{"attention": _block(heads // kv, replacements.get(i), previous[i]["attention"] if previous else None),
+               "ffn": {"ffn_mult": mult, "no_op": False, "replace_with_linear": False}}
+              for i in range(lm.num_layers)]
+    for key in ("layer_types", "use_sliding_window", "sliding_window", "max_window_layers", "_name_or_path",
+                "quantization_config", "torch_dtype"):
         d.pop(key, None)
     d.update({"architectures": ["DeciLMForCausalLM"], "model_type": "nemotron-nas", "block_configs": blocks,
               "rope_theta": rope_theta(cfg), "attention_bias": _attention_bias(lm), "mlp_bias": False,
+              "dtype": str(dtype).removeprefix("torch."),
               "auto_map": {"AutoConfig": "configuration_decilm.DeciLMConfig",
                            "AutoModelForCausalLM": "modeling_decilm.DeciLMForCausalLM"}})
     return d
@@ -176,31 +198,40 @@ def write_shards(state: dict[str, torch.Tensor], folder: Path, shard_bytes: int 
     return names
 
 
-def export_checkpoint(lm: LoadedModel, removed: list[int], out: Path, mode: str = "skip",
-                      provenance: dict | None = None, overwrite: bool = False,
-                      shard_bytes: int = SHARD_BYTES) -> Path:
-    """Export ``lm`` with the attention of ``removed`` taken out; returns the folder."""
-    removed = sorted(removed)
-    check_exportable(lm, removed, mode)
+def export_checkpoint(lm: LoadedModel, replacements: dict[int, Replacement] | list[int], out: Path,
+                      mode: str = "skip", provenance: dict | None = None, overwrite: bool = False,
+                      shard_bytes: int = SHARD_BYTES, extra=None) -> Path:
+    """Export ``lm`` with the attention of the replaced layers taken out; returns the folder.
+
+    ``replacements``: ``{layer: Replacement}``, or a layer list that all get ``mode``.
+    ``extra``: ``extra(folder)`` writes more files into the checkpoint before it is published.
+    """
+    if not isinstance(replacements, dict):
+        replacements = uniform(check_layer_indices(replacements, lm.num_layers, what="removed layer"), mode)
+    check_exportable(lm, replacements)
+    removed = sorted(replacements)
     out = Path(out)
     check_target(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
     try:
-        state = export_state_dict(lm, removed, mode)
+        state = export_state_dict(lm, replacements)
         files = write_shards(state, tmp, shard_bytes)
-        (tmp / "config.json").write_text(json.dumps(export_config(lm, removed), indent=2, default=str))
+        dtype = next(iter(state.values())).dtype
+        (tmp / "config.json").write_text(json.dumps(export_config(lm, replacements, dtype), indent=2, default=str))
         for f in REMOTE.glob("*.py"):
             shutil.copy(f, tmp / f.name)
         if lm.tokenizer is not None:
             lm.tokenizer.save_pretrained(tmp)
         if getattr(lm.model, "generation_config", None) is not None:
             lm.model.generation_config.save_pretrained(tmp)
-        before = lm.num_layers
+        before = lm.num_layers - len(lm.absent_attention())
         write_json_atomic(tmp / "nose.json", {
-            "format": "nose.checkpoint/1", "source_model": lm.provenance(), "removed_attention": removed,
-            "mode": mode, "attention_layers": f"{before} -> {before - len(removed)}", "files": files,
-            **(provenance or {})})
+            "format": "nose.checkpoint/2", "source_model": lm.provenance(), "removed_attention": removed,
+            "replacements": describe_all(replacements),
+            "attention_layers": f"{before} -> {before - len(removed)}", "files": files, **(provenance or {})})
+        if extra is not None:
+            extra(tmp)
         publish_permissions(tmp)
         if out.exists():
             old = out.with_name(f".{out.name}.old-{os.getpid()}")

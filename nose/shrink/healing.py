@@ -1,6 +1,7 @@
 """Annealed healing: fade the chosen attention sublayers out while the rest learns to cope.
 
-The removed layers run with blend M (DESIGN.md): ``h = x + M·Attn(LN1(x)) + (1 − M)·R(x)``.
+The removed layers run with blend M (DESIGN.md): ``h = x + M·Attn(LN1(x)) + (1 − M)·R(x)``, R each
+layer's replacement (skip, double, or a fitted linear map, :mod:`nose.shrink.linear_fit`).
 Schedules of M over the training steps:
 
 - ``linear`` (default): M falls from 1 to 0 over the first 75 % of the steps, then stays 0;
@@ -13,9 +14,10 @@ frozen copy of the original model), ``ce+kd`` (``(1 − α)·ce + α·kd``, α =
 ``gem`` (GEM, Li et al. 2024, β = 0.7, linear h: ``−Σ_v q_v (log p_y − log p_v)`` with
 ``q = softmax(z / β)`` held constant).
 
-Trainable parameters: ``default`` — the MLP and post-attention norm of the layers that lose
-attention; ``all``; ``lora`` — peft LoRA adapters on those layers' MLP projections, merged into
-the weights when training ends. fp32 on CPU; on CUDA, bf16 autocast over fp32 master weights.
+Trainable parameters: ``default`` — the replacements' own weights (a linear W) and the MLP and
+post-attention norm of the layers that lose attention; ``replacements`` — only the former;
+``all``; ``lora`` — peft LoRA adapters on those layers' MLP projections (merged into the
+weights when training ends) and the replacements. fp32 on CPU; on CUDA, bf16 autocast over fp32 master weights.
 Training runs through accelerate: ``accelerate launch --multi_gpu -m nose shrink ...`` (or
 ``torchrun --nproc_per_node N -m nose shrink ...``) trains one replica per process (DDP, each on
 its own shard of the data order) and the main process exports. Gradients are
@@ -25,6 +27,7 @@ clipped; a non-finite loss or gradient stops training with an error (and nothing
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 import os
 import time
@@ -36,12 +39,13 @@ import torch.nn.functional as F
 
 from nose.errors import NoseError
 from nose.model.loading import LoadedModel
+from nose.model.replacements import Replacement, describe_all
 from nose.model.switches import AttentionSwitch
 from nose.shrink.data import TrainingRows
 
 LOSSES = ("ce", "kd", "ce+kd", "gem")
 SCHEDULES = ("linear", "epoch")
-TRAINABLE = ("default", "all", "lora")
+TRAINABLE = ("default", "replacements", "all", "lora")
 
 
 @dataclass
@@ -53,7 +57,7 @@ class HealConfig:
     alpha: float = 0.2  # weight of kd in ce+kd
     temperature: float = 2.0  # kd temperature
     beta: float = 0.7  # gem
-    train: str = "default"  # default | all | lora (rank-16 adapters on the changed layers' MLP, merged at the end)
+    train: str = "default"  # default | replacements | all | lora (see trainable_parameters)
     lora_rank: int = 16
     lr: float = 1e-4
     batch_size: int = 4
@@ -66,7 +70,7 @@ class HealConfig:
         if self.schedule not in SCHEDULES:
             raise NoseError(f"unknown schedule {self.schedule!r}; choose linear or epoch")
         if self.train not in TRAINABLE:
-            raise NoseError(f"unknown --train {self.train!r}; choose default, all or lora")
+            raise NoseError(f"unknown --train {self.train!r}; choose {', '.join(TRAINABLE)}")
         if self.steps < 0 or self.epochs < 1 or self.batch_size < 1:
             raise NoseError("--steps must be 0 or more, --epochs and --batch-size at least 1")
         if not 0.0 <= self.alpha <= 1.0:
@@ -110,25 +114,31 @@ def loss_value(config: HealConfig, logits, ids, mask, teacher_logits=None, loss_
     return kd if config.loss == "kd" else (1 - config.alpha) * ce + config.alpha * kd
 
 
-def trainable_parameters(lm: LoadedModel, removed: list[int], which: str) -> list[torch.nn.Parameter]:
+def trainable_parameters(lm: LoadedModel, replacements: dict[int, Replacement], which: str) -> list[torch.nn.Parameter]:
+    """What healing trains: ``default`` the replacements (a linear W) and the MLP and post-attention
+    norm of the changed layers; ``replacements`` only the former; ``lora`` the adapters (see
+    :func:`add_lora`) and the replacements; ``all`` everything."""
+    own = [p for r in replacements.values() for p in r.parameters()]
     if which == "all":
-        return list(lm.model.parameters())
+        return list(lm.model.parameters()) + own
     if which == "lora":
-        return [p for name, p in lm.model.named_parameters() if "lora_" in name]
+        return [p for name, p in lm.model.named_parameters() if "lora_" in name] + own
+    if which == "replacements":
+        return own
     layers = lm.adapter.layers_of(lm.model)
-    return [p for i in removed for name in (lm.adapter.mlp, lm.adapter.mlp_norm)
-            for p in layers[i].get_submodule(name).parameters()]
+    return own + [p for i in sorted(replacements) for name in (lm.adapter.mlp, lm.adapter.mlp_norm)
+                  for p in layers[i].get_submodule(name).parameters()]
 
 
-def add_lora(lm: LoadedModel, removed: list[int], rank: int):
+def add_lora(lm: LoadedModel, layers: list[int], rank: int):
     """Inject LoRA adapters (peft) into the MLP projections of the changed layers."""
     try:
         from peft import LoraConfig, get_peft_model
     except ImportError:
         raise NoseError("--train lora needs peft: pip install peft") from None
-    layers = lm.adapter.layers_of(lm.model)
-    targets = [f"{lm.adapter.layers}.{i}.{lm.adapter.mlp}.{name}" for i in removed
-               for name, mod in layers[i].get_submodule(lm.adapter.mlp).named_children()
+    decoder = lm.adapter.layers_of(lm.model)
+    targets = [f"{lm.adapter.layers}.{i}.{lm.adapter.mlp}.{name}" for i in layers
+               for name, mod in decoder[i].get_submodule(lm.adapter.mlp).named_children()
                if isinstance(mod, torch.nn.Linear)]
     return get_peft_model(lm.model, LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0,
                                                target_modules=targets))
@@ -153,19 +163,33 @@ def _batches(rows: TrainingRows, batch: int, seed: int):
             yield rows.input_ids[sel], rows.attention_mask[sel], rows.loss_mask[sel]
 
 
-def _save_state(path: Path, step: int, params, opt, history: HealHistory, config: HealConfig,
-                removed: list[int]) -> None:
+def rows_sha256(rows: TrainingRows) -> str:
+    h = hashlib.sha256()
+    for t in (rows.input_ids, rows.attention_mask, rows.loss_mask):
+        h.update(t.contiguous().numpy().astype("<i8").tobytes())
+    return h.hexdigest()
+
+
+def _save_state(path: Path, step: int, params, opt, history: HealHistory, fingerprint: dict) -> None:
+    """Trainable weights, optimizer and history, atomically; plain tensors and Python values only,
+    so :func:`_load_state` can read it with ``weights_only=True``."""
     tmp = path.with_name(path.name + ".tmp")
     torch.save({"step": step, "params": [p.detach().cpu() for p in params], "optimizer": opt.state_dict(),
-                "history": asdict(history), "config": asdict(config), "removed": removed}, tmp)
+                "history": asdict(history), "fingerprint": fingerprint}, tmp)
     os.replace(tmp, path)
 
 
-def _load_state(path: Path, params, opt, config: HealConfig, removed: list[int]) -> tuple[int, HealHistory]:
-    state = torch.load(path, weights_only=False)
-    if state["config"] != asdict(config) or state["removed"] != removed:
-        raise NoseError(f"cannot resume healing from {path}: it was made with other settings or layers; "
-                        "remove it or use the same options")
+def _load_state(path: Path, params, opt, fingerprint: dict) -> tuple[int, HealHistory]:
+    try:
+        state = torch.load(path, weights_only=True)
+    except Exception as e:  # a file from an older nose, or not a healing state at all
+        raise NoseError(f"cannot resume healing from {path}: not a healing state nose can read ({e}); "
+                        "remove it and start over") from None
+    if state.get("fingerprint") != fingerprint:
+        old = state.get("fingerprint") or {}
+        what = [k for k in fingerprint if old.get(k) != fingerprint[k]] or ["format"]
+        raise NoseError(f"cannot resume healing from {path}: it was made with other {', '.join(what)}; "
+                        "remove it or use the same model, data, layers and options")
     with torch.no_grad():
         for p, saved in zip(params, state["params"]):
             p.copy_(saved.to(p.device))
@@ -174,93 +198,84 @@ def _load_state(path: Path, params, opt, config: HealConfig, removed: list[int])
     return state["step"], HealHistory(h["steps"], h["validation"], h["seconds"], h["tokens"], h["processes"])
 
 
-def heal(lm: LoadedModel, removed: list[int], mode: str, train: TrainingRows, val: TrainingRows,
+def _accelerator(lm: LoadedModel, config: HealConfig):
+    from accelerate import Accelerator, DistributedDataParallelKwargs
+
+    return Accelerator(cpu=lm.device.type == "cpu", mixed_precision="bf16" if lm.device.type == "cuda" else "no",
+                       kwargs_handlers=[DistributedDataParallelKwargs(
+                           find_unused_parameters=config.train == "all")])  # removed attention gets no grad
+
+
+def heal(lm: LoadedModel, replacements: dict[int, Replacement], train: TrainingRows, val: TrainingRows,
          config: HealConfig, progress=None, state_path: Path | None = None, save_every: int = 25,
          resume: bool = False) -> HealHistory:
-    """Train in place; on return the model's weights are healed and no switch is left applied.
+    """Train in place; on return the model's weights and the replacements are healed and no switch
+    is left applied.
 
     ``state_path``: where trainable weights, optimizer and history are saved every ``save_every``
-    steps (atomically); with ``resume`` an existing state there is loaded and training goes on from
-    its step with the same data order, so the result equals an uninterrupted run. Resume in a new
-    process with the model loaded from disk: the KD teacher is copied from the model as it is at
-    the call.
+    steps (atomically); with ``resume`` an existing state there is loaded, after checking that it
+    was made for the same model weights, data, layers, replacements and settings, and training
+    goes on from its step with the same data order, so the result equals an uninterrupted run.
+    Resume in a new process with the model loaded from disk: the KD teacher is copied from the
+    model as it is at the call.
     """
     config.validate()
     history = HealHistory()
     if config.steps == 0:
         return history
-    from accelerate import Accelerator, DistributedDataParallelKwargs
-
     model = lm.model
-    accelerator = Accelerator(cpu=lm.device.type == "cpu",
-                              mixed_precision="bf16" if lm.device.type == "cuda" else "no",
-                              kwargs_handlers=[DistributedDataParallelKwargs(
-                                  find_unused_parameters=config.train == "all")])  # removed attention gets no grad
-    teacher = None
-    if config.loss in ("kd", "ce+kd"):
-        teacher = copy.deepcopy(model).eval().requires_grad_(False)
-    peft_model = add_lora(lm, removed, config.lora_rank) if config.train == "lora" else None
-    params = trainable_parameters(lm, removed, config.train)
+    layers = sorted(replacements)
+    fingerprint = {"model": lm.weights_sha256, "data": rows_sha256(train), "layers": layers,
+                   "replacements": describe_all(replacements), "settings": asdict(config)}
+    accelerator = _accelerator(lm, config)
+    teacher = copy.deepcopy(model).eval().requires_grad_(False) if config.loss in ("kd", "ce+kd") else None
+    peft_model = add_lora(lm, layers, config.lora_rank) if config.train == "lora" else None
+    params = trainable_parameters(lm, replacements, config.train)
     originals = {id(p): p.requires_grad for p in model.parameters()}
     model.requires_grad_(False)
     for p in params:
         p.requires_grad_(True)
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
-    if getattr(model, "hf_device_map", None):  # spread over GPUs by --device-map: train it where it is
-        train_model, device = model, lm.device
-    else:  # one process, or one replica per process under `accelerate launch` (DDP)
-        train_model, opt = accelerator.prepare(model, opt)
-        device = accelerator.device
-        if teacher is not None:
-            teacher.to(device)
-    main = accelerator.is_main_process
-    history.processes = accelerator.num_processes
-    steps_per_epoch = math.ceil(config.steps / config.epochs)
-    task = progress.add_task("heal", total=config.steps) if progress and main else None
-    data = _batches(train, config.batch_size, config.seed + accelerator.process_index)
-    start = 0
-    if resume and state_path is not None and Path(state_path).exists():
-        start, history = _load_state(Path(state_path), params, opt, config, removed)
-        for _ in range(start):
-            next(data)
-        if task is not None:
-            progress.update(task, completed=start)
-    t0 = time.perf_counter() - history.seconds
-    switch = AttentionSwitch(model, removed, mode, blend=1.0, adapter=lm.adapter)
+    switch = AttentionSwitch(model, replacements, blend=1.0, adapter=lm.adapter)
     try:
-        switch.apply()
+        switch.apply()  # the replacements join the model, so data parallelism sees their weights
+        if getattr(model, "hf_device_map", None):  # spread over GPUs by --device-map: train it where it is
+            train_model, device = model, lm.device
+        else:  # one process, or one replica per process under `accelerate launch` (DDP)
+            train_model, opt = accelerator.prepare(model, opt)
+            device = accelerator.device
+            if teacher is not None:
+                teacher.to(device)
+        history.processes = accelerator.num_processes
+        task = progress.add_task("heal", total=config.steps) if progress and accelerator.is_main_process else None
+        data = _batches(train, config.batch_size, config.seed + accelerator.process_index)
+        start = 0
+        if resume and state_path is not None and Path(state_path).exists():
+            start, history = _load_state(Path(state_path), params, opt, fingerprint)
+            for _ in range(start):
+                next(data)
+            if task is not None:
+                progress.update(task, completed=start)
+        t0 = time.perf_counter() - history.seconds
         model.train()
+        steps_per_epoch = math.ceil(config.steps / config.epochs)
         for step in range(start, config.steps):
             m = blend_at(step, config)
             switch.set_blend(m)
-            ids, mask, loss_mask = (t.to(device) for t in next(data))
-            with accelerator.autocast():
-                logits = train_model(input_ids=ids, attention_mask=mask, use_cache=False).logits
-                with torch.no_grad():
-                    t_logits = teacher(input_ids=ids, attention_mask=mask, use_cache=False).logits if teacher else None
-                loss = loss_value(config, logits, ids, mask, t_logits, loss_mask)
-            bad = accelerator.reduce(torch.tensor([0.0 if torch.isfinite(loss) else 1.0], device=device), "sum")
-            if bad.item() > 0:  # every process stops, not only the one that saw it
-                raise NoseError(f"non-finite loss ({loss.item()}) at healing step {step + 1}: training stopped "
-                                "and nothing was exported; lower --lr or check the data")
-            opt.zero_grad(set_to_none=True)
-            accelerator.backward(loss)
-            norm = accelerator.clip_grad_norm_(params, config.grad_clip)
-            if not torch.isfinite(norm):
-                raise NoseError(f"non-finite gradient at healing step {step + 1}: training stopped and nothing "
-                                "was exported; lower --lr")
-            opt.step()
-            value = loss.item()
-            history.tokens += int(mask.sum())
-            history.steps.append({"step": step + 1, "blend": m, "loss": value, "grad_norm": norm.item()})
+            value, norm, tokens = _train_step(train_model, teacher, next(data), device, accelerator, params, opt,
+                                              config, step)
+            history.tokens += tokens
+            history.steps.append({"step": step + 1, "blend": m, "loss": value, "grad_norm": norm})
             if (step + 1) % steps_per_epoch == 0 or step + 1 == config.steps:
                 history.validation.append({"epoch": len(history.validation) + 1, "step": step + 1, "blend": m,
                                            "loss": validation_loss(lm, teacher, val, config)})
-            if main and state_path is not None and ((step + 1) % save_every == 0 or step + 1 == config.steps):
+            if accelerator.is_main_process and state_path is not None and \
+                    ((step + 1) % save_every == 0 or step + 1 == config.steps):
                 history.seconds = time.perf_counter() - t0
-                _save_state(Path(state_path), step + 1, params, opt, history, config, removed)
+                _save_state(Path(state_path), step + 1, params, opt, history, fingerprint)
             if task is not None:
                 progress.update(task, advance=1, description=f"heal M={m:.2f} loss={value:.3f}")
+        history.seconds = time.perf_counter() - t0
     finally:
         switch.restore()
         if peft_model is not None:
@@ -268,9 +283,34 @@ def heal(lm: LoadedModel, removed: list[int], mode: str, train: TrainingRows, va
         model.eval()
         for p in model.parameters():
             p.requires_grad_(originals.get(id(p), False))
+        for r in replacements.values():
+            r.requires_grad_(False)
         del teacher
-    history.seconds = time.perf_counter() - t0
     return history
+
+
+def _train_step(train_model, teacher, batch, device, accelerator, params, opt, config: HealConfig,
+                step: int) -> tuple[float, float, int]:
+    """One optimizer step; (loss, gradient norm, tokens). A non-finite loss or gradient stops
+    every process with an error, and nothing is exported."""
+    ids, mask, loss_mask = (t.to(device) for t in batch)
+    with accelerator.autocast():
+        logits = train_model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+        with torch.no_grad():
+            t_logits = teacher(input_ids=ids, attention_mask=mask, use_cache=False).logits if teacher else None
+        loss = loss_value(config, logits, ids, mask, t_logits, loss_mask)
+    bad = accelerator.reduce(torch.tensor([0.0 if torch.isfinite(loss) else 1.0], device=device), "sum")
+    if bad.item() > 0:  # every process stops, not only the one that saw it
+        raise NoseError(f"non-finite loss ({loss.item()}) at healing step {step + 1}: training stopped "
+                        "and nothing was exported; lower --lr or check the data")
+    opt.zero_grad(set_to_none=True)
+    accelerator.backward(loss)
+    norm = accelerator.clip_grad_norm_(params, config.grad_clip)
+    if not torch.isfinite(norm):
+        raise NoseError(f"non-finite gradient at healing step {step + 1}: training stopped and nothing "
+                        "was exported; lower --lr")
+    opt.step()
+    return loss.item(), norm.item(), int(mask.sum())
 
 
 @torch.no_grad()

@@ -1,0 +1,63 @@
+"""Score removal orders on held-out transcripts, to choose settings without touching G-TransEval.
+
+For each order (a ``search.json``, optionally ``label=path``) and each k, the first k layers of
+the order are switched off (``skip``) and the model is compared, teacher-forced, with the intact
+model on the held-out split of the self-distilled transcripts (:mod:`nose.evaluate.fidelity`):
+mean KL in nats per answer token and top-1 agreement. Writes a JSON file and prints a markdown
+table.
+
+    python benchmarks/heldout_fidelity.py --model qwen2.5-coder-0.5b --k 3,6,8 \\
+        --orders kl=runs/search-kl,cos=runs/search-cosine --out runs/heldout.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from nose.data.transcripts import resolve_source  # noqa: E402
+from nose.evaluate.fidelity import fidelity  # noqa: E402
+from nose.evaluate.sweep import Order  # noqa: E402
+from nose.files import write_json_atomic  # noqa: E402
+from nose.model.loading import load_model  # noqa: E402
+from nose.model.switches import attention_switched  # noqa: E402
+from nose.search.calibration import build_calibration  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="qwen2.5-coder-0.5b")
+    ap.add_argument("--orders", required=True, help="comma-separated [label=]path of search.json files")
+    ap.add_argument("--k", default="3,6,8")
+    ap.add_argument("--data", default="translate:heldout", help="held-out chat data (default: the transcripts' "
+                                                                "held-out split)")
+    ap.add_argument("--samples", type=int, default=1000)
+    ap.add_argument("--seq-len", type=int, default=640)
+    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+
+    lm = load_model(args.model)
+    source = resolve_source(args.data, lm, log=print)
+    calib = build_calibration(lm.tokenizer, source, samples=args.samples, seq_len=args.seq_len, count="answer")
+    orders = [Order.parse(spec) for spec in args.orders.split(",")]
+    ks = [int(k) for k in args.k.split(",")]
+    variants = {f"{o.label} k={k}": (lambda layers=list(o.layers[:k]): attention_switched(lm.model, layers))
+                for o in orders for k in ks}
+    results = fidelity(lm, calib, variants, args.batch_size)
+    rows = [{"order": o.label, "k": k, "layers": list(o.layers[:k]), **results[f"{o.label} k={k}"]}
+            for o in orders for k in ks]
+    write_json_atomic(args.out, {"model": lm.provenance(), "data": args.data, "calibration": calib.describe(),
+                                 "rows": rows})
+    print(f"| order | {' | '.join(f'k={k} KL / agree' for k in ks)} |\n|---|" + "---:|" * len(ks))
+    for o in orders:
+        cells = [f"{r['kl']:.3f} / {100 * r['agreement']:.1f} %" for r in rows if r["order"] == o.label]
+        print(f"| {o.label} | {' | '.join(cells)} |")
+
+
+if __name__ == "__main__":
+    main()

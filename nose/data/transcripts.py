@@ -1,0 +1,208 @@
+"""Self-distilled transcripts: Java methods translated by the intact model itself.
+
+Each method is put into exactly the chat prompt ``nose evaluate`` uses
+(:class:`~nose.evaluate.generation.PromptConfig`, the method as ``{java}``, its name as
+``{name}`` and its snake_case form as ``{entry_point}``) and answered greedily by the intact
+model, with the same stop rule as the evaluation (a closed fenced block holding a ``def``). The
+transcripts carry the model's own distribution on the task, without labels (self-data
+distillation, Thangarasa et al., 2024), so calibration statistics and healing targets stay
+on-task. G-TransEval is never used.
+
+Cache: ``$NOSE_CACHE/transcripts/<weights sha256[:16]>-<settings hash>/`` (``$NOSE_CACHE``
+defaults to ``~/.cache/nose``): ``generated.jsonl`` (one record per method, keyed by the sha256
+of its Java, appended and fsynced per batch, so a killed run resumes and a new corpus reuses
+every answer already made), ``transcripts.json`` (model, prompt, settings, counts, generation
+time and tokens/s) and ``views/`` (the chat JSONL files that data sources read).
+
+Split: a method belongs to the held-out split when the sha256 of its name falls in the first
+:data:`HELDOUT_PERCENT` % (stable when the corpus grows). Calibration and healing read the
+``train`` split; settings are chosen on ``heldout``. Answers whose Python does not parse are
+kept in the cache but left out of both splits (``transcripts.json`` counts them).
+
+Data sources (``--calibration`` / ``--data``): ``translate`` (the shipped corpus, train split),
+``translate:heldout``, ``translate:PATH`` and ``translate:PATH:heldout`` (a JSONL of methods, e.g.
+from ``nose data harvest``).
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import os
+import re
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from nose.data.corpus import JavaMethod, load_methods, methods_sha256
+from nose.errors import NoseError
+from nose.files import write_json_atomic
+
+HELDOUT_PERCENT = 20
+SPLITS = ("train", "heldout")
+PREFIX = "translate"
+
+
+@dataclass(frozen=True)
+class TranscriptSettings:
+    max_new_tokens: int = 384  # the intact model's answers on G-TransEval stay under 300 tokens
+    batch_size: int = 16  # prompts per generation batch
+
+
+def split_of(name: str) -> str:
+    bucket = int(hashlib.sha256(name.encode()).hexdigest()[:8], 16) % 100
+    return "heldout" if bucket < HELDOUT_PERCENT else "train"
+
+
+def snake_case(name: str) -> str:
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
+
+
+def answer_parses(answer: str) -> bool:
+    from nose.evaluate.extraction import extract_code
+
+    try:
+        ast.parse(extract_code(answer))
+        return True
+    except SyntaxError:
+        return False
+
+
+def cache_folder(weights_sha256: str, settings: TranscriptSettings, prompt) -> Path:
+    from nose.model.presets import cache_root
+
+    key = hashlib.sha256(json.dumps({"format": 1, "settings": asdict(settings), "prompt": asdict(prompt)},
+                                    sort_keys=True).encode()).hexdigest()[:12]
+    return cache_root() / "transcripts" / f"{weights_sha256[:16]}-{key}"
+
+
+def _read_generated(path: Path) -> dict[str, dict]:
+    done: dict[str, dict] = {}
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:  # a torn last line from a killed run
+                continue
+            done[rec["java_sha256"]] = rec
+    return done
+
+
+@dataclass
+class Transcripts:
+    folder: Path
+    records: list[dict]  # one per requested method, in corpus order
+
+    def usable(self, split: str) -> list[dict]:
+        return [r for r in self.records if r["split"] == split and r["parses"]]
+
+    def write_split(self, split: str, corpus_sha256: str) -> Path:
+        """The chat JSONL of one split (records that parse), under ``views/``; returns its path."""
+        if split not in SPLITS:
+            raise NoseError(f"unknown transcript split {split!r}; choose train or heldout")
+        path = self.folder / "views" / f"{corpus_sha256[:12]}-{split}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            for r in self.usable(split):
+                f.write(json.dumps({"messages": r["messages"], "name": r["name"]}) + "\n")
+        tmp.replace(path)
+        return path
+
+    def summary(self) -> dict:
+        return {"methods": len(self.records), "parses": sum(r["parses"] for r in self.records),
+                "dropped": sum(not r["parses"] for r in self.records),
+                "train": len(self.usable("train")), "heldout": len(self.usable("heldout")),
+                "answer_tokens": sum(r["answer_tokens"] for r in self.records)}
+
+
+def generate_transcripts(lm, methods: list[JavaMethod], settings: TranscriptSettings = TranscriptSettings(),
+                         prompt=None, progress=None, log=lambda msg: None) -> Transcripts:
+    """Answer every method not yet in the cache with the intact model; return all their records."""
+    from nose.evaluate.generation import GenerationConfig, PromptConfig, generate_transformers
+
+    prompt = prompt or PromptConfig()
+    if lm.absent_attention():
+        raise NoseError("transcripts come from the intact model; this one has attention removed or switched off")
+    folder = cache_folder(lm.weights_sha256, settings, prompt)
+    folder.mkdir(parents=True, exist_ok=True)
+    generated = folder / "generated.jsonl"
+    done = _read_generated(generated)
+    todo = [m for m in dict((m.sha256, m) for m in methods).values() if m.sha256 not in done]
+    meta_path = folder / "transcripts.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {"generation_seconds": 0.0}
+    if todo:
+        log(f"generating {len(todo)} transcripts with the intact model (cache: {folder})")
+        rendered = {m.sha256: prompt.render(lm.tokenizer, m.java, m.name, snake_case(m.name)) for m in todo}
+        todo.sort(key=lambda m: len(rendered[m.sha256]))
+        gen = GenerationConfig(max_new_tokens=settings.max_new_tokens, batch_size=settings.batch_size)
+        task = progress.add_task("transcripts", total=len(todo)) if progress else None
+        with open(generated, "a", encoding="utf-8") as f:
+            for k in range(0, len(todo), settings.batch_size):
+                batch = todo[k:k + settings.batch_size]
+                t0 = time.perf_counter()
+                outputs = generate_transformers(lm.model, lm.tokenizer, [rendered[m.sha256] for m in batch], gen)
+                seconds = time.perf_counter() - t0
+                meta["generation_seconds"] += seconds
+                for m, (answer,) in zip(batch, outputs):
+                    rec = {"java_sha256": m.sha256, "name": m.name, "split": split_of(m.name),
+                           "messages": prompt.messages(m.java, m.name, snake_case(m.name))
+                           + [{"role": "assistant", "content": answer}],
+                           "parses": answer_parses(answer),
+                           "answer_tokens": len(lm.tokenizer(answer, add_special_tokens=False)["input_ids"])}
+                    done[m.sha256] = rec
+                    f.write(json.dumps(rec) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+                if progress:
+                    progress.advance(task, len(batch))
+    records = [done[m.sha256] for m in methods]
+    answer_tokens = sum(r["answer_tokens"] for r in done.values())
+    meta.update({"format": "nose.transcripts/1", "model": lm.provenance(), "prompt": asdict(prompt),
+                 "settings": asdict(settings), "generated": len(done),
+                 "dropped_unparsable": sum(not r["parses"] for r in done.values()), "answer_tokens": answer_tokens,
+                 "answer_tokens_per_second": round(answer_tokens / meta["generation_seconds"], 2)
+                 if meta["generation_seconds"] else None})
+    write_json_atomic(meta_path, meta)
+    return Transcripts(folder, records)
+
+
+def is_transcript_source(spec: str) -> bool:
+    return spec == PREFIX or spec.startswith(PREFIX + ":")
+
+
+def parse_source(spec: str) -> tuple[str | None, str]:
+    """``translate[:PATH][:heldout|:train]`` -> (methods file or None for the shipped corpus, split)."""
+    rest = spec[len(PREFIX):].lstrip(":")
+    split = "train"
+    for name in SPLITS:
+        if rest == name or rest.endswith(":" + name):
+            split, rest = name, rest[:-len(name)].rstrip(":")
+    return (rest or None), split
+
+
+def heldout_of(spec: str) -> str:
+    """The held-out counterpart of a ``translate`` source (for validation during healing)."""
+    path, split = parse_source(spec)
+    if split == "heldout":
+        raise NoseError(f"{spec} is the held-out split; train on the train split ({PREFIX}"
+                        f"{':' + path if path else ''}) so that validation stays held out")
+    return PREFIX + (f":{path}" if path else "") + ":heldout"
+
+
+def resolve_source(spec: str, lm, settings: TranscriptSettings = TranscriptSettings(), progress=None,
+                   log=lambda msg: None) -> str:
+    """A chat JSONL path for a ``translate`` data source (generating what is missing); any other
+    source is returned as it is."""
+    if not is_transcript_source(spec):
+        return spec
+    path, split = parse_source(spec)
+    methods = load_methods(path)
+    transcripts = generate_transcripts(lm, methods, settings, progress=progress, log=log)
+    summary = transcripts.summary()
+    log(f"transcripts: {summary['methods']} methods, {summary['dropped']} answers dropped (Python does not "
+        f"parse), {summary['train']} train / {summary['heldout']} held out")
+    if not transcripts.usable(split):
+        raise NoseError(f"the {split} split of {spec} holds no usable transcript")
+    return str(transcripts.write_split(split, methods_sha256(methods)))

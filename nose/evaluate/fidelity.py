@@ -1,0 +1,48 @@
+"""How closely a model with attention removed (or replaced) follows the intact model, teacher-forced.
+
+On held-out transcripts (the intact model's own answers, :mod:`nose.data.transcripts`), at every
+counted next-token position (answer tokens by default): the mean ``KL(p_intact ‖ p_model)`` in
+nats per token and the *agreement*, the share of positions where both models' top-1 tokens
+agree (for answers the intact model generated greedily, the share of answer tokens the changed
+model would also have produced, given the same prefix). It needs no benchmark and no
+generation, so it is the yardstick for choosing settings (token counting, variants, ridge
+strength, healing) on data of our own; G-TransEval only measures the final choices.
+
+The intact model's log-probs are computed once per batch and compared against every variant,
+so k variants cost one intact forward and k changed forwards per batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+
+import torch
+
+from nose.model.loading import LoadedModel
+from nose.search.calibration import CalibrationSet
+from nose.search.kl import kl_per_position
+
+
+@torch.no_grad()
+def fidelity(lm: LoadedModel, calib: CalibrationSet, variants: dict[str, Callable[[], AbstractContextManager]],
+             batch_size: int = 4, progress=None) -> dict[str, dict]:
+    """Per variant (a name and a function returning the context that changes the model):
+    ``kl`` [nats/token], ``agreement`` [share of positions] and ``positions``."""
+    sums = {name: {"kl": 0.0, "agree": 0, "n": 0} for name in variants}
+    device = lm.device
+    task = progress.add_task("fidelity", total=calib.samples) if progress else None
+    for batch in calib.batches(batch_size, "next"):
+        ids, att, pos = batch.input_ids.to(device), batch.attention_mask.to(device), batch.positions.to(device)
+        ref = torch.log_softmax(lm.model(input_ids=ids, attention_mask=att, use_cache=False).logits[pos].float(), -1)
+        top = ref.argmax(-1)
+        for name, changed in variants.items():
+            with changed():
+                logits = lm.model(input_ids=ids, attention_mask=att, use_cache=False).logits[pos]
+            sums[name]["kl"] += float(kl_per_position(logits, ref).double().sum())
+            sums[name]["agree"] += int((logits.argmax(-1) == top).sum())
+            sums[name]["n"] += int(pos.sum())
+        if progress:
+            progress.advance(task, batch.size)
+    return {name: {"kl": s["kl"] / s["n"], "agreement": s["agree"] / s["n"], "positions": s["n"]}
+            for name, s in sums.items()}

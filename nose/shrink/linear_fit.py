@@ -1,0 +1,147 @@
+"""Closed-form linear replacements: ``h = x + W·LN1(x)`` fitted to each removed attention.
+
+For each removed layer l, W_l minimizes ``Σ_t ‖Attn_l(LN1(x_t)) − W_l·LN1(x_t)‖² + λ‖W_l‖²`` over
+calibration tokens t (ridge least squares, no bias: the exported block has none). The normal
+equations ``A = Σ n nᵀ`` and ``B = Σ n aᵀ`` (n = LN1(x), a = the attention output) are
+accumulated in float64, streamed batch by batch, so memory is two hidden² matrices per layer
+and split, whatever the number of tokens.
+
+Sequential, in depth order: the residual stream of every calibration batch is carried from
+layer to layer, and a removed layer's replacement is fitted on the inputs it will see at
+inference, with every earlier replacement already in place (the attention of layer l itself
+is the target, run on those inputs). Carrying the stream costs one pass through the layers,
+plus one intact pass to record each layer's keyword arguments (mask, rotary tables), whatever
+the number of removed layers.
+
+Ridge strength: the calibration rows are split (every ``heldout_every``-th row held out); for
+each λ = α·tr(A)/hidden on the grid the W fitted on the other rows is scored by its held-out
+squared error, computed from the held-out moments alone; the best α is refitted on all rows.
+The fit report gives, per layer, α and the held-out error relative to the attention output's
+energy (0: the attention was linear in LN1(x); 1: W explains nothing).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+
+from nose.errors import NoseError
+from nose.model.loading import LoadedModel
+from nose.model.replacements import Linear
+from nose.model.switches import attention_switched, check_layer_indices
+from nose.search.calibration import CalibrationSet
+
+ALPHAS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    samples: int = 64  # calibration rows the fit reads (transcripts, or packed rows of other data)
+    seq_len: int = 512  # tokens per row at most
+    batch_size: int = 4
+    heldout_every: int = 4  # every 4th row scores the ridge strengths
+    alphas: tuple[float, ...] = ALPHAS  # λ = α · tr(A) / hidden
+
+    def validate(self) -> None:
+        if self.samples < 2 or self.heldout_every < 2 or self.batch_size < 1:
+            raise NoseError("the linear fit needs --fit-samples >= 2 (some rows are held out)")
+
+
+class _Moments:
+    """A = Σ n nᵀ, B = Σ n aᵀ, c = Σ ‖a‖², float64, for the fit rows and the held-out rows."""
+
+    def __init__(self, hidden: int, device):
+        z = lambda: torch.zeros(hidden, hidden, dtype=torch.float64, device=device)  # noqa: E731
+        self.a, self.b, self.ha, self.hb = z(), z(), z(), z()
+        self.hc = 0.0
+        self.tokens = 0
+
+    def add(self, normed: torch.Tensor, out: torch.Tensor, counted: torch.Tensor, heldout: torch.Tensor) -> None:
+        for rows, a, b in ((counted & ~heldout[:, None], self.a, self.b), (counted & heldout[:, None], self.ha, self.hb)):
+            n, y = normed[rows].double(), out[rows].double()
+            a += n.T @ n
+            b += n.T @ y
+            if a is self.ha:
+                self.hc += float((y * y).sum())
+        self.tokens += int(counted.sum())
+
+    def solve(self, alphas) -> tuple[torch.Tensor, float, float]:
+        """(W (hidden, hidden) refitted on all rows, chosen α, relative held-out error)."""
+        hidden = self.a.shape[0]
+        eye = torch.eye(hidden, dtype=torch.float64, device=self.a.device)
+        scale = float(torch.trace(self.a)) / hidden
+        best = None
+        for alpha in alphas:
+            m = torch.linalg.solve(self.a + alpha * scale * eye, self.b)  # Wᵀ: prediction is n @ m
+            err = self.hc - 2 * float((m * self.hb).sum()) + float((m * (self.ha @ m)).sum())
+            if best is None or err < best[1]:
+                best = (alpha, err)
+        alpha, err = best
+        scale_all = float(torch.trace(self.a + self.ha)) / hidden
+        m = torch.linalg.solve(self.a + self.ha + alpha * scale_all * eye, self.b + self.hb)
+        return m.T.contiguous(), alpha, err / max(self.hc, 1e-300)
+
+
+def _layer_arguments(lm: LoadedModel, batch) -> tuple[torch.Tensor, list[dict]]:
+    """Layer 0's input and every layer's keyword arguments for one batch (one intact forward)."""
+    layers = lm.adapter.layers_of(lm.model)
+    kwargs: list[dict] = [{} for _ in layers]
+    first: list[torch.Tensor] = []
+
+    def record(i):
+        def hook(module, args, kw):
+            if i == 0:
+                first.append(args[0] if args else kw["hidden_states"])
+            kwargs[i] = {k: v for k, v in kw.items() if k != "hidden_states"}
+        return hook
+
+    handles = [layer.register_forward_pre_hook(record(i), with_kwargs=True) for i, layer in enumerate(layers)]
+    try:
+        backbone = lm.adapter.backbone_of(lm.model)
+        device = backbone.get_input_embeddings().weight.device
+        backbone(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device), use_cache=False)
+    finally:
+        for h in handles:
+            h.remove()
+    return first[0], kwargs
+
+
+@torch.no_grad()
+def fit_linear(lm: LoadedModel, layers: list[int], calib: CalibrationSet, config: FitConfig = FitConfig(),
+               progress=None) -> tuple[dict[int, Linear], dict]:
+    """Fitted linear replacements for ``layers`` and the fit report (see module docstring)."""
+    config.validate()
+    layers = check_layer_indices(layers, lm.num_layers, what="--layers")
+    if not layers:
+        raise NoseError("no layers to fit a linear replacement for")
+    decoder = lm.adapter.layers_of(lm.model)
+    hidden = lm.model.config.hidden_size
+    batches, streams = [], []
+    for start, batch in zip(range(0, calib.samples, config.batch_size), calib.batches(config.batch_size, "token")):
+        x, kwargs = _layer_arguments(lm, batch)
+        rows = torch.arange(start, start + batch.size)
+        heldout = (rows % config.heldout_every == config.heldout_every - 1).to(x.device)
+        batches.append((kwargs, batch.count_mask.bool().to(x.device), heldout))
+        streams.append(x)
+    fitted: dict[int, Linear] = {}
+    report = {"config": asdict(config), "rows": calib.samples, "tokens": calib.counted_tokens, "layers": {}}
+    task = progress.add_task("linear fit", total=max(layers) + 1) if progress else None
+    for j in range(max(layers) + 1):
+        layer = decoder[j]
+        if j in layers:
+            moments = _Moments(hidden, streams[0].device)
+            norm, attention = lm.adapter.attn_norm_of(layer), lm.adapter.attention_of(layer)
+            for x, (kwargs, counted, heldout) in zip(streams, batches):
+                normed = norm(x)
+                moments.add(normed, attention(normed, **kwargs[j])[0], counted, heldout)
+            w, alpha, err = moments.solve(config.alphas)
+            fitted[j] = Linear(w.to(streams[0].dtype))
+            report["layers"][str(j)] = {"alpha": alpha, "heldout_relative_error": err}
+        with attention_switched(lm.model, {j: fitted[j]} if j in fitted else {}, adapter=lm.adapter):
+            for k, (kwargs, _, _) in enumerate(batches):
+                out = layer(streams[k], **kwargs[j])
+                streams[k] = out[0] if isinstance(out, tuple) else out
+        if progress:
+            progress.advance(task)
+    return fitted, report

@@ -1,0 +1,218 @@
+"""``shrink``: take attention sublayers out of a model, repair what is left, export the result.
+
+One library call does what ``nose shrink`` does (the CLI only parses options and prints):
+
+1. the layers: a list, or the first k of a ``search.json`` made on the same weights;
+2. the data (``--data``): healing rows, validation rows (the held-out split for transcripts,
+   else the last rows) and, for a linear replacement, the fit rows; self-distilled transcripts
+   are generated here, from the intact model, before anything changes it;
+3. the replacements: the parameter-free ``mode`` (skip by default), or ``linear``: each removed
+   attention becomes ``x + W·LN1(x)`` with W fitted in closed form (:mod:`nose.shrink.linear_fit`);
+4. healing (:mod:`nose.shrink.healing`), optional: the annealed blend, KD to the intact model;
+5. the export (:mod:`nose.shrink.export`) with ``nose.json`` (provenance, fit report, healing
+   settings and cost) and, when healed, ``healing.json`` and ``healing_curve.png``, all written
+   before the folder is published.
+
+``data="auto"`` means the self-distilled transcripts (``translate``) for code models (a preset or
+model id whose name holds ``code``) and the Python standard library for others.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from nose.errors import NoseError
+from nose.model.loading import LoadedModel
+from nose.model.replacements import FIXED, Replacement, uniform
+from nose.model.switches import check_layer_indices
+from nose.shrink.healing import HealConfig, HealHistory, heal
+from nose.shrink.linear_fit import FitConfig, fit_linear
+
+REPLACE = ("none", "linear")
+
+
+@dataclass
+class ShrinkConfig:
+    layers: list[int] = field(default_factory=list)  # attention layers to remove; or take them from `search`
+    search: str | None = None  # a search.json (or its folder)
+    k: int | None = None  # with `search`: its first k layers
+    replace: str = "none"  # none: the parameter-free `mode`; linear: a fitted W per layer
+    mode: str = "skip"  # skip | double | thesis (replace none)
+    data: str = "auto"  # healing and fit data: auto | translate[...] | stdlib | a file or folder
+    text_field: str = "text"
+    samples: int = 256  # healing rows
+    val_samples: int = 16  # validation rows
+    seq_len: int = 128  # tokens per healing row (transcripts: their length, up to this)
+    seed: int = 0
+    fit: FitConfig = field(default_factory=FitConfig)
+    heal: HealConfig = field(default_factory=HealConfig)
+
+    def validate(self) -> None:
+        if bool(self.layers) == bool(self.search):
+            raise NoseError("pass exactly one of --layers and --search")
+        if self.search and self.k is None:
+            raise NoseError("--search needs --k (how many of its layers to remove)")
+        if self.replace not in REPLACE:
+            raise NoseError(f"unknown --replace {self.replace!r}; choose none or linear")
+        if self.mode not in FIXED:
+            raise NoseError(f"unknown --mode {self.mode!r}; choose one of {', '.join(FIXED)}")
+        if self.replace == "linear" and self.mode != "skip":
+            raise NoseError("--mode applies to --replace none; a linear replacement is its own map")
+        self.heal.validate()
+        if self.replace == "linear":
+            self.fit.validate()
+
+
+def data_source(spec: str, model_id: str) -> str:
+    """``auto``: transcripts for code models, the standard library otherwise."""
+    if spec != "auto":
+        return spec
+    return "translate" if "code" in Path(model_id.rstrip("/")).name.lower() else "stdlib"
+
+
+def layers_from_search(path: str | Path, k: int, weights_sha256: str) -> tuple[list[int], dict]:
+    from nose.search.record import read_record
+
+    record = read_record(Path(path))
+    if record["model"]["weights_sha256"] != weights_sha256:
+        raise NoseError(f"the search file is for model {record['model']['id']} (weights "
+                        f"{record['model']['weights_sha256'][:12]}), not this one; run nose search on this model")
+    order = record["order"]
+    if not 1 <= k <= len(order):
+        raise NoseError(f"--k {k} is out of range: the search selected {len(order)} layers {order}")
+    return order[:k], {"search": str(path), "search_order": order, "search_criterion":
+                       record["settings"]["criterion"], "k": k}
+
+
+def choose_layers(config: ShrinkConfig, weights_sha256: str, num_layers: int) -> tuple[list[int], dict]:
+    """The layers to remove and where they came from; checked before any weights load."""
+    config.validate()
+    if config.search:
+        layers, provenance = layers_from_search(config.search, config.k, weights_sha256)
+    else:
+        layers, provenance = list(config.layers), {}
+    return check_layer_indices(layers, num_layers, what="--layers"), provenance
+
+
+@dataclass
+class ShrinkData:
+    source: str  # what the rows were built from (a transcripts file for translate)
+    train: object = None  # TrainingRows
+    val: object = None
+    fit: object = None  # CalibrationSet
+
+
+def fit_rows(lm: LoadedModel, source: str, config: FitConfig, seed: int = 0, text_field: str = "text",
+             log=print):
+    """The rows a linear fit reads: every real token counts (the replacement serves prompt and answer)."""
+    from nose.search.calibration import build_calibration
+
+    return build_calibration(lm.tokenizer, source, samples=config.samples, seq_len=config.seq_len, seed=seed,
+                             text_field=text_field, count="all", log=log)
+
+
+def linear_fitter(lm: LoadedModel, spec: str, config: FitConfig = FitConfig(), progress=None, log=print):
+    """A function ``layers -> {layer: Linear}`` fitting on ``spec`` data (``auto`` as in shrink), for
+    in-memory use by ``evaluate`` and ``sweep``; the rows are built once."""
+    from nose.data.transcripts import resolve_source
+
+    config.validate()
+    rows = fit_rows(lm, resolve_source(data_source(spec, lm.spec), lm, progress=progress, log=log), config, log=log)
+    return lambda layers: fit_linear(lm, layers, rows, config, progress)[0]
+
+
+def build_data(lm: LoadedModel, config: ShrinkConfig, progress=None, log=print) -> ShrinkData:
+    """Healing, validation and fit rows (what the configuration needs of them)."""
+    from nose.data.transcripts import heldout_of, is_transcript_source, resolve_source
+    from nose.shrink.data import build_training_rows
+
+    spec = data_source(config.data, lm.spec)
+    source = resolve_source(spec, lm, progress=progress, log=log)
+    data = ShrinkData(source)
+    if config.heal.steps > 0:
+        def rows(path: str, n: int):
+            return build_training_rows(lm.tokenizer, path, samples=n, seq_len=config.seq_len, seed=config.seed,
+                                       text_field=config.text_field, log=log)
+
+        if is_transcript_source(spec):  # validate on the held-out transcripts
+            data.train = rows(source, config.samples)
+            data.val = rows(resolve_source(heldout_of(spec), lm, log=log), config.val_samples)
+        else:
+            both = rows(source, config.samples + config.val_samples)
+            if len(both) < 2:
+                raise NoseError(f"healing data {source} gives {len(both)} row(s); need a training and a "
+                                "validation row")
+            data.train, data.val = both.split(max(1, min(config.val_samples, len(both) // 5)))
+    if config.replace == "linear":
+        data.fit = fit_rows(lm, source, config.fit, config.seed, config.text_field, log)
+    return data
+
+
+def shrink(lm: LoadedModel, config: ShrinkConfig, out: Path, overwrite: bool = False, resume: bool = False,
+           save_every: int = 25, progress=None, log=print) -> dict | None:
+    """Remove, repair and export; returns the summary (None on a non-main data-parallel process)."""
+    from accelerate import PartialState
+
+    from nose.shrink.export import check_exportable, check_target, export_checkpoint
+
+    out = Path(out)
+    check_target(out, overwrite)
+    removed, provenance = choose_layers(config, lm.weights_sha256, lm.num_layers)
+    check_exportable(lm, dict.fromkeys(removed))
+    data = build_data(lm, config, progress, log)
+    log(f"attention layers: {lm.num_layers - len(lm.absent_attention())} -> "
+        f"{lm.num_layers - len(lm.absent_attention()) - len(removed)} (removing {removed}, "
+        f"{'linear replacements' if config.replace == 'linear' else 'mode ' + config.mode})")
+    cost = {"fit_seconds": 0.0, "fit_cpu_seconds": 0.0, "fit_tokens": 0}
+    if config.replace == "linear":
+        t0, c0 = time.perf_counter(), time.process_time()
+        replacements, fit_report = fit_linear(lm, removed, data.fit, config.fit, progress)
+        cost.update(fit_seconds=round(time.perf_counter() - t0, 1), fit_cpu_seconds=round(time.process_time() - c0, 1),
+                    fit_tokens=fit_report["tokens"])
+        log("linear fit: held-out error (relative) " + ", ".join(
+            f"{i}: {v['heldout_relative_error']:.3f}" for i, v in fit_report["layers"].items()))
+    else:
+        replacements: dict[int, Replacement] = uniform(removed, config.mode)
+        fit_report = None
+    state = out.parent / f".{out.name}.healing-state.pt"
+    if resume and not state.exists():
+        raise NoseError(f"--resume: no healing state at {state}")
+    c0 = time.process_time()
+    history = heal(lm, replacements, data.train, data.val, config.heal, progress,
+                   state_path=state if config.heal.steps else None, save_every=save_every, resume=resume)
+    cost["heal_seconds"] = round(history.seconds, 1)
+    cost["heal_cpu_seconds"] = round(time.process_time() - c0, 1)
+    cost["heal_tokens"] = history.tokens * history.processes
+    if not PartialState().is_main_process:  # under `accelerate launch`, one process exports
+        return None
+    settings = {"replace": config.replace, "mode": config.mode if config.replace == "none" else None,
+                "data": config.data, "data_source": data.source, "fit": asdict(config.fit) if fit_report else None}
+    healing = {**asdict(config.heal), "tokens": cost["heal_tokens"], "processes": history.processes,
+               "seconds": cost["heal_seconds"], "train_rows": 0 if data.train is None else len(data.train),
+               "validation": history.validation,
+               "final_train_loss": history.steps[-1]["loss"] if history.steps else None}
+    folder = export_checkpoint(lm, replacements, out, provenance={**provenance, **settings, "fit_report": fit_report,
+                                                                   "healing": healing, "repair_cost": cost},
+                               overwrite=overwrite, extra=_healing_files(history, config, removed, lm.spec))
+    state.unlink(missing_ok=True)  # exported: the healing state is no longer needed
+    return {"out": str(folder), "removed_attention": removed, "replacements": config.replace,
+            "mode": settings["mode"], "healing_steps": config.heal.steps, "tokens": history.tokens,
+            "seconds": cost["heal_seconds"], "validation": history.validation, "repair_cost": cost}
+
+
+def _healing_files(history: HealHistory, config: ShrinkConfig, removed: list[int], model_id: str):
+    """Writes healing.json and healing_curve.png into the checkpoint before it is published."""
+    if not history.steps:
+        return None
+
+    def write(folder: Path) -> None:
+        from nose.report.heal_plots import plot_healing
+
+        record = asdict(history) | {"loss_name": config.heal.loss}
+        (folder / "healing.json").write_text(json.dumps(record, indent=2))
+        plot_healing(record, folder / "healing_curve.png", f"{model_id}: remove {removed}, {config.heal.loss}")
+
+    return write

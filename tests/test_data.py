@@ -1,0 +1,226 @@
+"""Task-shaped data: the shipped Java corpus, its distance from G-TransEval, the harvester and
+the self-distilled transcripts."""
+
+import json
+import re
+import shutil
+import subprocess
+import zipfile
+from collections import Counter
+
+import pytest
+
+import nose.data.transcripts as transcripts
+from nose.data.corpus import SHIPPED, JavaMethod, load_methods
+from nose.data.harvest import harvest, methods_in
+from nose.data.overlap import BLEU_THRESHOLD, bleu4, find_overlaps, java_tokens, max_bleu
+from nose.errors import NoseError
+from nose.evaluate.benchmark import load_benchmark
+from nose.search.calibration import build_calibration
+from nose.testing import tiny_loaded
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    return load_methods()
+
+
+def test_shipped_corpus_shape(corpus):
+    assert len(corpus) >= 150
+    names = [m.name for m in corpus]
+    assert len(set(names)) == len(names)
+    categories = Counter(m.category for m in corpus)
+    assert {"strings", "arrays", "collections", "maps", "math", "recursion", "streams", "exceptions"} <= set(categories)
+    for m in corpus:
+        assert 3 <= len(m.java.splitlines()) <= 40, m.name
+        assert re.match(rf"public static [^(]*\b{m.name}\(", m.java), m.name
+    assert (SHIPPED.parent / "DATA_LICENSE.md").read_text().count("Apache") >= 1
+
+
+@pytest.mark.skipif(shutil.which("javac") is None, reason="needs javac (a JDK) to compile the corpus")
+def test_shipped_corpus_compiles(corpus, tmp_path):
+    body = "\n\n".join(m.java for m in corpus)
+    (tmp_path / "Corpus.java").write_text("import java.util.*;\nimport java.util.stream.*;\nimport java.util.function.*;\n"
+                                          "import java.time.*;\n\npublic class Corpus {\n" + body + "\n}\n")
+    done = subprocess.run(["javac", "-d", str(tmp_path / "out"), str(tmp_path / "Corpus.java")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_shipped_corpus_is_disjoint_from_gtranseval(corpus, gtranseval):
+    samples = load_benchmark(gtranseval)
+    assert find_overlaps(corpus, samples) == []  # no shared name, no BLEU-4 above 0.5
+    score, method, sample = max_bleu(corpus, samples)
+    assert 0.3 < score <= BLEU_THRESHOLD, (method, sample)  # the check does look: typical Java shares n-grams
+
+
+def test_overlap_check_catches_a_copied_benchmark_method(tiny_bench, corpus):
+    samples = load_benchmark(tiny_bench)
+    copied = JavaMethod("tripleSum", samples[0].java_source)  # same program, camelCase name
+    renamed = JavaMethod("addThree", samples[0].java_source.replace("triple_sum", "add_three"))
+    found = {(o.method, o.kind) for o in find_overlaps([copied, renamed, corpus[0]], samples)}
+    assert found == {("tripleSum", "name"), ("tripleSum", "bleu"), ("addThree", "bleu")}
+    tokens = java_tokens("int f(int a) { return a + 1; } // comment")
+    assert tokens == ["int", "f", "(", "int", "a", ")", "{", "return", "a", "+", "1", ";", "}"]
+    assert bleu4(tokens, tokens) == pytest.approx(1.0) and bleu4(tokens, ["x"]) == 0.0
+
+
+JAVA_FILE = '''
+package demo;
+import java.util.*;
+
+public class Tools {
+    private int count;
+    static final int LIMIT = 10;
+
+    /** Sum with a brace in a comment: { */
+    public static int sumAll(int[] values) {
+        int total = 0;
+        for (int v : values) {
+            total += v;
+        }
+        return total;
+    }
+
+    public static String braces(String s) {
+        String open = "{{{";
+        return s.replace("}", open);
+    }
+
+    static <T extends Comparable<T>> T maxOf(List<T> items) {
+        T best = items.get(0);
+        for (T item : items) if (item.compareTo(best) > 0) best = item;
+        return best;
+    }
+
+    public static int usesField(int x) {
+        return x + LIMIT;
+    }
+
+    public static int callsSibling(int x) {
+        int y = sumAll(new int[] {x});
+        return y * 2;
+    }
+
+    public int instance(int x) {
+        return x + count;
+    }
+
+    public static Widget makeWidget(int size) {
+        return new Widget(size);
+    }
+
+    public static long fact(int n) {
+        return n <= 1 ? 1 : n * fact(n - 1);
+    }
+
+    public static int lambdas(List<Integer> xs) {
+        return xs.stream().mapToInt(x -> x * 2).filter(v -> v > 3).sum();
+    }
+}
+'''
+
+
+def test_harvester_keeps_standalone_static_methods(tmp_path):
+    found = {}
+    for method, why in methods_in(JAVA_FILE, "Tools.java"):
+        found[method.name if method else why] = method
+    kept = {name for name, m in found.items() if m is not None}
+    assert kept == {"sumAll", "braces", "maxOf", "fact", "lambdas"}
+    assert {"names LIMIT", "calls sumAll()", "names Widget"} <= set(found)  # a field, a sibling, a project type
+    assert found["braces"].java.startswith("public static String braces(String s) {")
+    assert '"{{{"' in found["braces"].java and "comment" not in found["sumAll"].java
+    (tmp_path / "src" / "demo").mkdir(parents=True)
+    (tmp_path / "src" / "demo" / "Tools.java").write_text(JAVA_FILE)
+    methods, stats = harvest(tmp_path / "src", min_lines=4, max_lines=8)  # fact and lambdas have 3 lines
+    assert {m.name for m in methods} == {"sumAll", "braces", "maxOf"} and stats.skipped["size"] == 2
+    with zipfile.ZipFile(tmp_path / "src.zip", "w") as zf:
+        zf.writestr("demo/Tools.java", JAVA_FILE)
+        zf.writestr("demo/README.txt", "not java")
+    zipped, zstats = harvest(tmp_path / "src.zip")
+    assert zstats.files == 1 and {m.name for m in zipped} == kept
+    assert all(m.origin == "demo/Tools.java" for m in zipped)
+    with pytest.raises(NoseError, match="does not exist"):
+        harvest(tmp_path / "missing")
+    with pytest.raises(NoseError, match="min-lines"):
+        harvest(tmp_path / "src", min_lines=9, max_lines=3)
+
+
+def test_harvest_cli_writes_methods_and_excludes_the_benchmark(tmp_path, tiny_bench):
+    from typer.testing import CliRunner
+
+    from nose.cli.app import app
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "Tools.java").write_text(JAVA_FILE)
+    # a benchmark sample's method, pasted into the tree, must be dropped with --exclude-benchmark
+    sample = load_benchmark(tiny_bench)[2]
+    (src / "Copied.java").write_text("class Copied {\n" + sample.java_source + "\n}\n")
+    out = tmp_path / "methods.jsonl"
+    res = CliRunner().invoke(app, ["data", "harvest", str(src), "--out", str(out), "--exclude-benchmark",
+                                   str(tiny_bench), "--json"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout)
+    names = [json.loads(line)["name"] for line in out.read_text().splitlines()]
+    assert summary["excluded_for_overlap"] == 1 and sample.java_entry_point not in names and "sumAll" in names
+    assert load_methods(out)[0].origin
+
+
+def test_transcript_sources_and_splits():
+    assert transcripts.parse_source("translate") == (None, "train")
+    assert transcripts.parse_source("translate:heldout") == (None, "heldout")
+    assert transcripts.parse_source("translate:runs/m.jsonl") == ("runs/m.jsonl", "train")
+    assert transcripts.parse_source("translate:runs/m.jsonl:heldout") == ("runs/m.jsonl", "heldout")
+    assert not transcripts.is_transcript_source("translated.jsonl") and transcripts.is_transcript_source("translate")
+    assert transcripts.snake_case("sumOfOddCubes") == "sum_of_odd_cubes"
+    splits = Counter(transcripts.split_of(m.name) for m in load_methods())
+    assert 0.12 < splits["heldout"] / sum(splits.values()) < 0.28  # about HELDOUT_PERCENT %
+    assert transcripts.answer_parses("```python\ndef f(x):\n    return x\n```")
+    assert not transcripts.answer_parses("```python\ndef f(x)\n    return x\n```")
+
+
+def test_transcripts_are_cached_resumed_and_counted(tok, tmp_path, monkeypatch):
+    """A tiny random model answers with noise: every answer is dropped, and that is said clearly."""
+    import nose.evaluate.generation as generation
+
+    monkeypatch.setenv("NOSE_CACHE", str(tmp_path / "cache"))
+    lm = tiny_loaded("llama", tok)
+    methods = load_methods()[:5]
+    calls = []
+    real = generation.generate_transformers
+    monkeypatch.setattr(generation, "generate_transformers",
+                        lambda *a, **k: calls.append(len(a[2])) or real(*a, **k))
+    settings = transcripts.TranscriptSettings(max_new_tokens=4, batch_size=2)
+    first = transcripts.generate_transcripts(lm, methods[:3], settings)
+    assert sum(calls) == 3 and [r["name"] for r in first.records] == [m.name for m in methods[:3]]
+    again = transcripts.generate_transcripts(lm, methods, settings)  # two new methods only
+    assert sum(calls) == 5 and len(again.records) == 5
+    meta = json.loads((again.folder / "transcripts.json").read_text())
+    assert meta["generated"] == 5 and meta["dropped_unparsable"] == again.summary()["dropped"]
+    assert meta["model"]["weights_sha256"] == lm.weights_sha256 and meta["answer_tokens_per_second"] > 0
+    rec = again.records[0]
+    assert [m["role"] for m in rec["messages"]] == ["system", "user", "assistant"]
+    assert methods[0].java in rec["messages"][1]["content"]
+    from nose.data.corpus import write_methods
+
+    write_methods(methods, tmp_path / "five.jsonl")
+    with pytest.raises(NoseError, match="holds no usable transcript"):
+        transcripts.resolve_source(f"translate:{tmp_path / 'five.jsonl'}", lm, settings)
+    assert sum(calls) == 5  # all five came from the cache
+    assert transcripts.resolve_source("stdlib", lm) == "stdlib"
+
+
+@pytest.mark.slow
+def test_real_model_transcripts_calibrate_on_answers():
+    """SmolLM2 translates a few shipped methods; their train split is a chat calibration source."""
+    from nose.model.loading import load_model
+
+    lm = load_model("smollm2-135m")
+    methods = [m for m in load_methods() if transcripts.split_of(m.name) == "train"][:6]
+    result = transcripts.generate_transcripts(lm, methods, transcripts.TranscriptSettings(max_new_tokens=96,
+                                                                                          batch_size=6))
+    assert result.summary()["parses"] >= 1
+    path = result.write_split("train", "test")
+    cal = build_calibration(lm.tokenizer, str(path), samples=6, seq_len=256, count="answer")
+    assert 0 < cal.counted_tokens < cal.tokens and cal.describe()["count"] == "answer"

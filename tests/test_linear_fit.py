@@ -1,0 +1,93 @@
+"""The closed-form linear replacement: sequential ridge fits against a naive computation."""
+
+import pytest
+import torch
+
+from nose.errors import NoseError
+from nose.model.replacements import Linear
+from nose.model.switches import attention_switched
+from nose.search.calibration import build_calibration
+from nose.shrink.linear_fit import FitConfig, fit_linear
+from nose.testing import tiny_loaded
+
+
+@torch.no_grad()
+def naive_pairs(lm, calib, layer, earlier: dict, heldout_every: int):
+    """(LN1(x), Attn(LN1(x))) of ``layer`` for every real token, from full forwards with the
+    earlier replacements switched in; split into fit rows and held-out rows."""
+    decoder = lm.adapter.layers_of(lm.model)
+    seen = {}
+    h1 = decoder[layer].self_attn.register_forward_hook(
+        lambda m, args, kwargs, out: seen.update(n=kwargs.get("hidden_states", args[0] if args else None), a=out[0]),
+        with_kwargs=True)
+    fit, held = ([], []), ([], [])
+    try:
+        with attention_switched(lm.model, earlier):
+            for start in range(calib.samples):
+                ids, mask = calib.input_ids[start:start + 1], calib.attention_mask[start:start + 1]
+                lm.model(input_ids=ids, attention_mask=mask)
+                keep = mask[0].bool()
+                part = held if start % heldout_every == heldout_every - 1 else fit
+                part[0].append(seen["n"][0][keep].double())
+                part[1].append(seen["a"][0][keep].double())
+    finally:
+        h1.remove()
+    return [(torch.cat(x), torch.cat(y)) for x, y in (fit, held)]
+
+
+def ridge(x, y, alpha):
+    a = x.T @ x
+    lam = alpha * torch.trace(a) / a.shape[0]
+    return torch.linalg.solve(a + lam * torch.eye(a.shape[0], dtype=a.dtype), x.T @ y).T
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
+def test_sequential_fit_equals_a_naive_ridge_solution(family, tok, tmp_path):
+    folder = tmp_path / "docs"  # rows of unequal length: padding must not enter the fit
+    folder.mkdir()
+    for i, n in enumerate([2, 9, 4, 12, 6, 3, 8, 5]):
+        (folder / f"f{i}.py").write_text(f"value_{i} = {i} * 3\nprint(value_{i})\n" * n)
+    calib = build_calibration(tok, str(folder), samples=8, seq_len=64, pack=False)
+    assert (calib.attention_mask == 0).any()
+    lm = tiny_loaded(family, tok)
+    config = FitConfig(samples=8, batch_size=3, heldout_every=4, alphas=(1e-3,))
+    fitted, report = fit_linear(lm, [4, 2], calib, config)
+    assert sorted(fitted) == [2, 4] and set(report["layers"]) == {"2", "4"}
+    w2 = ridge(*(torch.cat(t) for t in zip(*naive_pairs(lm, calib, 2, {}, 4))), 1e-3)
+    torch.testing.assert_close(fitted[2].linear_attn.weight.double(), w2, rtol=1e-4, atol=1e-5)
+    # layer 4 sees layer 2's replacement: the naive pairs for it come from the switched model
+    w4 = ridge(*(torch.cat(t) for t in zip(*naive_pairs(lm, calib, 4, {2: Linear(w2.float())}, 4))), 1e-3)
+    torch.testing.assert_close(fitted[4].linear_attn.weight.double(), w4, rtol=1e-4, atol=1e-5)
+    for layer in report["layers"].values():
+        assert layer["alpha"] == 1e-3 and 0.0 < layer["heldout_relative_error"] < 1.0
+
+
+def test_ridge_strength_is_chosen_on_held_out_rows(tok, calib):
+    lm = tiny_loaded("llama", tok)
+    fitted, report = fit_linear(lm, [3], calib, FitConfig(samples=6, heldout_every=3))
+    (fit_rows, held_rows) = naive_pairs(lm, calib, 3, {}, 3)
+    errors = {}
+    for alpha in FitConfig().alphas:
+        w = ridge(*fit_rows, alpha)
+        errors[alpha] = float(((held_rows[1] - held_rows[0] @ w.T) ** 2).sum() / (held_rows[1] ** 2).sum())
+    best = min(errors, key=errors.get)
+    assert report["layers"]["3"]["alpha"] == best
+    assert report["layers"]["3"]["heldout_relative_error"] == pytest.approx(errors[best], rel=1e-6)
+    # the fitted map is a better stand-in than nothing: lower KL to the intact model than skip
+    ids, mask = calib.input_ids, calib.attention_mask
+    with torch.no_grad():
+        intact = torch.log_softmax(lm.model(input_ids=ids, attention_mask=mask).logits, -1)
+        kl = {}
+        for name, switch in (("skip", [3]), ("linear", fitted)):
+            with attention_switched(lm.model, switch):
+                logq = torch.log_softmax(lm.model(input_ids=ids, attention_mask=mask).logits, -1)
+            kl[name] = float((intact.exp() * (intact - logq)).sum(-1).mean())
+    assert kl["linear"] < kl["skip"]
+
+
+def test_fit_settings_are_checked(tok, calib):
+    lm = tiny_loaded("llama", tok)
+    with pytest.raises(NoseError, match="out of range"):
+        fit_linear(lm, [9], calib)
+    with pytest.raises(NoseError, match="--fit-samples >= 2"):
+        fit_linear(lm, [2], calib, FitConfig(samples=1))
