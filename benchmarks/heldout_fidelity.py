@@ -1,18 +1,21 @@
-"""Score removal orders on held-out transcripts, to choose settings without touching G-TransEval.
+"""Score removal orders or checkpoints on held-out transcripts, to choose settings without G-TransEval.
 
-For each order (a ``search.json``, optionally ``label=path``) and each k, the first k layers of
-the order are switched off (``skip``) and the model is compared, teacher-forced, with the intact
-model on the held-out split of the self-distilled transcripts (:mod:`nose.evaluate.fidelity`):
+With ``--orders``: for each order (a ``search.json``, optionally ``label=path``) and each k, the
+first k layers of the order are switched off (``skip``). With ``--checkpoints``: each exported
+checkpoint (``label=folder``) as it is. Either is compared, teacher-forced, with the intact
+``--model`` on the held-out split of the self-distilled transcripts (:mod:`nose.evaluate.fidelity`):
 mean KL in nats per answer token and top-1 agreement. Writes a JSON file and prints a markdown
 table.
 
     python benchmarks/heldout_fidelity.py --model qwen2.5-coder-0.5b --k 3,6,8 \\
         --orders kl=runs/search-kl,cos=runs/search-cosine --out runs/heldout.json
+    python benchmarks/heldout_fidelity.py --checkpoints lin=runs/k6-linear,heal=runs/k6-repaired --out runs/h.json
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
@@ -31,7 +34,8 @@ from nose.search.calibration import build_calibration  # noqa: E402
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="qwen2.5-coder-0.5b")
-    ap.add_argument("--orders", required=True, help="comma-separated [label=]path of search.json files")
+    ap.add_argument("--orders", help="comma-separated [label=]path of search.json files")
+    ap.add_argument("--checkpoints", help="comma-separated label=folder of exported checkpoints")
     ap.add_argument("--k", default="3,6,8")
     ap.add_argument("--data", default="translate:heldout", help="held-out chat data (default: the transcripts' "
                                                                 "held-out split)")
@@ -44,6 +48,20 @@ def main() -> None:
     lm = load_model(args.model)
     source = resolve_source(args.data, lm, log=print)
     calib = build_calibration(lm.tokenizer, source, samples=args.samples, seq_len=args.seq_len, count="answer")
+    if args.checkpoints:
+        rows = []
+        for spec in args.checkpoints.split(","):
+            label, _, folder = spec.partition("=")
+            other = load_model(folder)
+            result = fidelity(other, calib, {label: contextlib.nullcontext}, args.batch_size, reference=lm)[label]
+            rows.append({"checkpoint": label, "path": folder, "removed": other.absent_attention(), **result})
+            del other
+        write_json_atomic(args.out, {"model": lm.provenance(), "data": args.data, "calibration": calib.describe(),
+                                     "rows": rows})
+        print("| checkpoint | KL [nats/token] | agreement |\n|---|---:|---:|")
+        for r in rows:
+            print(f"| {r['checkpoint']} | {r['kl']:.4f} | {100 * r['agreement']:.1f} % |")
+        return
     orders = [Order.parse(spec) for spec in args.orders.split(",")]
     ks = [int(k) for k in args.k.split(",")]
     variants = {f"{o.label} k={k}": (lambda layers=list(o.layers[:k]): attention_switched(lm.model, layers))

@@ -152,3 +152,43 @@ def test_vllm_backend_refuses_what_it_cannot_honour(saved_tiny, tmp_path, tiny_b
     with pytest.raises(NoseError, match=r"vLLM cannot serve this checkpoint: layers \[2\] are linear"):
         evaluate(load_model(str(folder)), select(load_benchmark(tiny_bench), ids=IDS[:1]), PromptConfig(),
                  GenerationConfig(backend="vllm"), EvalConfig(efficiency=False), tmp_path / "b", str(tiny_bench))
+
+
+def test_generation_leaves_the_tokenizer_as_it_was(tiny_lm):
+    from nose.evaluate.generation import generate_transformers
+
+    tok = tiny_lm.tokenizer
+    tok.pad_token = None  # a tokenizer without a pad token (llama's own has none)
+    tok.padding_side = "right"
+    out = generate_transformers(tiny_lm.model, tok, ["def f(", "for i in range(10):"], GenerationConfig(max_new_tokens=3))
+    assert len(out) == 2 and all(len(o) == 1 for o in out)
+    assert tok.pad_token is None and tok.padding_side == "right"
+
+
+def test_stop_at_code_decodes_linearly_not_quadratically(tiny_lm):
+    """The stop check decodes a row only when a backtick token arrives, not every step."""
+    import torch
+
+    from nose.evaluate.generation import CodeBlockClosed
+
+    tok = tiny_lm.tokenizer
+    text = "```python\ndef f(x):\n" + "    x = x + 1\n" * 60 + "    return x\n```\nThat is all."
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    decoded, real = [], tok.decode
+
+    def counting(token_ids, *args, **kwargs):
+        decoded.append(len(token_ids))
+        return real(token_ids, *args, **kwargs)
+
+    tok.decode = counting
+    try:
+        stop = CodeBlockClosed(tok, prompt_len=1)
+        closed_at = None
+        for t in range(2, len(ids) + 2):
+            row = torch.tensor([[0] + ids[:t - 1]])
+            if stop(row, None)[0] and closed_at is None:
+                closed_at = t - 1
+    finally:
+        del tok.decode
+    assert real(ids[:closed_at]).endswith("```")  # it stops right at the closing fence
+    assert sum(decoded) < 4 * len(ids)  # a full decode per step would be about len(ids)² / 2 tokens

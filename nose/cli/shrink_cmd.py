@@ -40,7 +40,8 @@ def shrink(
     text_field: Annotated[str, typer.Option(help="JSONL text field.")] = "text",
     samples: Annotated[int, typer.Option(help="Healing rows.")] = 256,
     val_samples: Annotated[int, typer.Option(help="Validation rows (the held-out transcripts for translate).")] = 16,
-    seq_len: Annotated[int, typer.Option(help="Tokens per healing row.")] = 128,
+    seq_len: Annotated[int | None, typer.Option(help="Tokens per healing row (default: 512 for transcripts, "
+                                                       "128 for packed text).")] = None,
     fit_samples: Annotated[int, typer.Option(help="Rows the linear fit reads (a quarter score the ridge "
                                                   "strength).")] = 64,
     fit_seq_len: Annotated[int, typer.Option(help="Tokens per fit row at most.")] = 512,

@@ -26,15 +26,18 @@ from nose.search.kl import kl_per_position
 
 @torch.no_grad()
 def fidelity(lm: LoadedModel, calib: CalibrationSet, variants: dict[str, Callable[[], AbstractContextManager]],
-             batch_size: int = 4, progress=None) -> dict[str, dict]:
-    """Per variant (a name and a function returning the context that changes the model):
-    ``kl`` [nats/token], ``agreement`` [share of positions] and ``positions``."""
+             batch_size: int = 4, progress=None, reference: LoadedModel | None = None) -> dict[str, dict]:
+    """Per variant (a name and a function returning the context that changes ``lm``): ``kl``
+    [nats/token], ``agreement`` [share of positions] and ``positions``, against ``reference``
+    (another model with the same tokenizer, e.g. the intact one beside an exported checkpoint;
+    default: ``lm`` itself, unchanged)."""
     sums = {name: {"kl": 0.0, "agree": 0, "n": 0} for name in variants}
     device = lm.device
+    intact = (reference or lm).model
     task = progress.add_task("fidelity", total=calib.samples) if progress else None
     for batch in calib.batches(batch_size, "next"):
         ids, att, pos = batch.input_ids.to(device), batch.attention_mask.to(device), batch.positions.to(device)
-        ref = torch.log_softmax(lm.model(input_ids=ids, attention_mask=att, use_cache=False).logits[pos].float(), -1)
+        ref = torch.log_softmax(intact(input_ids=ids, attention_mask=att, use_cache=False).logits[pos].float(), -1)
         top = ref.argmax(-1)
         for name, changed in variants.items():
             with changed():

@@ -105,11 +105,26 @@ def _wheel_for(folder: Path, requirement: str) -> Path:
     return found[0]
 
 
+def describe_plain_weights(config_path: Path) -> None:
+    """Make a converted folder's ``config.json`` describe its files: the GGUF source's
+    ``quantization_config`` goes (the weights are plain fp32 safetensors; llama.cpp's converter
+    refuses ``quant_method: gguf``). Also repairs folders converted by older versions of nose."""
+    config = json.loads(config_path.read_text())
+    if "quantization_config" in config or config.get("dtype") != "float32":
+        config.pop("quantization_config", None)
+        config.pop("torch_dtype", None)
+        config["dtype"] = "float32"
+        tmp = config_path.with_name(config_path.name + ".tmp")
+        tmp.write_text(json.dumps(config, indent=2) + "\n")
+        os.replace(tmp, config_path)
+
+
 def materialize(preset: Preset, log=print) -> Path:
     """A transformers folder (fp32 safetensors + tokenizer) for the preset, converted once."""
     folder = cache_root() / "presets" / preset.name
     hf = folder / "hf"
     if (hf / "nose_preset.json").exists():
+        describe_plain_weights(hf / "config.json")
         return hf
     gguf = fetch_gguf(preset, log)
     log(f"converting {preset.name} from GGUF to safetensors (once)")
@@ -125,6 +140,7 @@ def materialize(preset: Preset, log=print) -> Path:
         fresh.load_state_dict(loaded.state_dict())
         fresh.generation_config = loaded.generation_config
         fresh.save_pretrained(tmp)
+        describe_plain_weights(tmp / "config.json")
         tok.save_pretrained(tmp)
         (tmp / "nose_preset.json").write_text(json.dumps(
             {"preset": preset.name, "gguf_sha256": preset.sha256, "wheels": list(preset.wheels)}, indent=2))

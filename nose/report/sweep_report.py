@@ -1,8 +1,10 @@
 """Quality against removed attention sublayers (thesis Fig. 4.8) as a plot and tables, from ``sweep.json`` only.
 
-Three panels (CA, CodeBLEU, BLEU) over k, one line per order; each panel's right axis shows
-the parameters and FLOPs left, in % of the intact model (dashed grey; they depend only on k
-when every attention sublayer has the same shape, and are drawn for the first order).
+Three panels (CA, CodeBLEU, BLEU) over k, one line per order, except that orders of the
+``random`` criterion (several seeds) are drawn together as a band (their range, and their mean
+as a dotted line); each panel's right axis shows the parameters and FLOPs left, in % of the
+intact model (dashed grey; they depend only on k when every attention sublayer has the same
+shape, and are drawn for the first order).
 """
 
 from __future__ import annotations
@@ -20,15 +22,22 @@ PANELS = (("ca_percent", "computational accuracy [%]"), ("codebleu", "CodeBLEU [
 
 def plot_sweep(record: dict, path: Path) -> Path:
     labels = [o["label"] for o in record["orders"]]
+    randoms = [o["label"] for o in record["orders"] if o["criterion"] == "random"]
     by_order = {label: sorted((r for r in record["rows"] if r["order"] == label), key=lambda r: r["k"])
                 for label in labels}
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
     markers = "osD^v<>ph*"
     for ax, (key, title) in zip(axes, PANELS):
-        for n, label in enumerate(labels):
+        for n, label in enumerate(label for label in labels if label not in randoms or len(randoms) == 1):
             rows = by_order[label]
             ax.plot([r["k"] for r in rows], [r[key] for r in rows], marker=markers[n % len(markers)],
                     label=label, linestyle="-" if "reverse" not in label else "--")
+        if len(randoms) > 1:
+            ks = sorted(set.intersection(*({r["k"] for r in by_order[label]} for label in randoms)))
+            values = np.array([[next(r[key] for r in by_order[label] if r["k"] == k) for k in ks] for label in randoms])
+            ax.fill_between(ks, values.min(0), values.max(0), color="grey", alpha=0.25,
+                            label=f"random ({len(randoms)} seeds: range)")
+            ax.plot(ks, values.mean(0), color="grey", linestyle=":", label="random (mean)")
         ax.set_xlabel("attention sublayers removed (k)")
         ax.set_ylabel(title)
         ax.set_xticks(record["k"])

@@ -74,8 +74,10 @@ def cosine_sums(lm: LoadedModel, calib: CalibrationSet, layers: list[int], batch
 
 
 def cosine_rank(lm: LoadedModel, calib: CalibrationSet, config, candidates: list[int],
-                advance=lambda: None) -> tuple[dict[int, float], dict[int, np.ndarray] | None]:
+                advance=lambda: None, work: dict | None = None) -> tuple[dict[int, float], dict[int, np.ndarray] | None]:
     sums, n = cosine_sums(lm, calib, candidates, config.batch_size, advance)
+    if work is not None:  # one backbone pass per batch
+        work["layer_forwards"] = lm.num_layers * -(-calib.samples // config.batch_size)
     scores = {i: float(sums[i].sum() / n.sum()) for i in candidates}
     boot = None
     if config.bootstrap > 0 and len(n) > 1:
@@ -84,21 +86,23 @@ def cosine_rank(lm: LoadedModel, calib: CalibrationSet, config, candidates: list
     return scores, boot
 
 
-def last_rank(lm: LoadedModel, calib: CalibrationSet, config, candidates: list[int], advance=lambda: None):
+def last_rank(lm: LoadedModel, calib: CalibrationSet, config, candidates: list[int], advance=lambda: None,
+              work: dict | None = None):
     return {i: float(lm.num_layers - 1 - i) for i in candidates}, None
 
 
-def random_rank(lm: LoadedModel, calib: CalibrationSet, config, candidates: list[int], advance=lambda: None):
+def random_rank(lm: LoadedModel, calib: CalibrationSet, config, candidates: list[int], advance=lambda: None,
+                work: dict | None = None):
     order = np.random.default_rng(config.seed).permutation(candidates)
     return {int(i): float(k) for k, i in enumerate(order)}, None
 
 
 def oneshot_steps(lm: LoadedModel, calib: CalibrationSet, config, candidates: list[int], rank,
-                  advance=lambda: None) -> list[dict]:
+                  advance=lambda: None, work: dict | None = None) -> list[dict]:
     """All ``config.steps`` step records of a one-shot criterion ranked by ``rank``; the scoring
-    time is on step 1."""
+    time is on step 1. ``work`` receives the forwards run, as for greedy criteria."""
     t0 = time.perf_counter()
-    scores, boot = rank(lm, calib, config, candidates, advance)
+    scores, boot = rank(lm, calib, config, candidates, advance, work)
     seconds = round(time.perf_counter() - t0, 3)
     steps, removed = [], []
     for step in range(config.steps):

@@ -67,7 +67,9 @@ def run_search(lm: LoadedModel, calib: CalibrationSet, config: SearchConfig, out
         record["work"] = work
     else:
         task = progress.add_task(f"{config.criterion} scores", total=n_batches) if progress else None
+        work = {"layer_forwards": 0, "head_forwards": 0}
         record["steps"] = oneshot_steps(lm, calib, config, candidates, criterion.rank,
-                                        (lambda: progress.advance(task)) if task is not None else (lambda: None))
+                                        (lambda: progress.advance(task)) if task is not None else (lambda: None), work)
+        record["work"] = work
     save(True)
     return record

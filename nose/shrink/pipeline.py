@@ -45,7 +45,7 @@ class ShrinkConfig:
     text_field: str = "text"
     samples: int = 256  # healing rows
     val_samples: int = 16  # validation rows
-    seq_len: int = 128  # tokens per healing row (transcripts: their length, up to this)
+    seq_len: int | None = None  # tokens per healing row; None: 512 for chat data (a whole transcript), 128 else
     seed: int = 0
     fit: FitConfig = field(default_factory=FitConfig)
     heal: HealConfig = field(default_factory=HealConfig)
@@ -133,8 +133,12 @@ def build_data(lm: LoadedModel, config: ShrinkConfig, progress=None, log=print) 
     source = resolve_source(spec, lm, progress=progress, log=log)
     data = ShrinkData(source)
     if config.heal.steps > 0:
+        from nose.data.chat import is_chat_file
+
+        seq_len = config.seq_len or (512 if is_chat_file(Path(source)) else 128)
+
         def rows(path: str, n: int):
-            return build_training_rows(lm.tokenizer, path, samples=n, seq_len=config.seq_len, seed=config.seed,
+            return build_training_rows(lm.tokenizer, path, samples=n, seq_len=seq_len, seed=config.seed,
                                        text_field=config.text_field, log=log)
 
         if is_transcript_source(spec):  # validate on the held-out transcripts

@@ -1,0 +1,77 @@
+"""Per-sample cost of the OS isolation: the same test programs with bubblewrap and without.
+
+Each program is a benchmark sample's full test file (the reference translation, ``testfunc``,
+the harness), run one at a time (``--workers 1``) so the figure is latency, not throughput;
+the two kinds alternate, program by program, so both see the same machine load. Writes
+``reports/sandbox.md``.
+
+    python benchmarks/sandbox_overhead.py --benchmark <G-TransEval clone or the tiny one> --repeats 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from nose.evaluate.benchmark import load_benchmark  # noqa: E402
+from nose.evaluate.run import build_program, verdict  # noqa: E402
+from nose.evaluate.sandbox import Isolation, Limits, probe_isolation, run_python  # noqa: E402
+from nose.testing import write_tiny_benchmark  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--benchmark", type=Path, help="a G-TransEval clone (default: the tests' tiny benchmark)")
+    ap.add_argument("--limit", type=int, default=40, help="programs (the first of each type, in turn)")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--out", type=Path, default=ROOT / "reports" / "sandbox.md")
+    args = ap.parse_args()
+    bench = args.benchmark or write_tiny_benchmark(Path(tempfile.mkdtemp()))
+    samples = load_benchmark(bench)[: args.limit]
+    programs = [build_program(s.python_reference, s.python_entry_point, s) for s in samples]
+    iso, why = probe_isolation()
+    if iso is None:
+        sys.exit(f"no working bwrap: {why}")
+    kinds = {"bwrap": iso, "none": Isolation.none()}
+    seconds = {k: [] for k in kinds}
+    verdicts = {k: [] for k in kinds}
+    for _ in range(args.repeats):
+        for program in programs:
+            for name, isolation in kinds.items():
+                out = run_python(program, Limits(), isolation=isolation)
+                seconds[name].append(out.seconds)
+                verdicts[name].append(verdict(out))
+    med = {k: statistics.median(v) for k, v in seconds.items()}
+    p90 = {k: statistics.quantiles(v, n=10)[-1] for k, v in seconds.items()}
+    same = verdicts["bwrap"] == verdicts["none"]
+    lines = [
+        "# Sandbox overhead: bubblewrap isolation per test program",
+        "",
+        f"Command: `python benchmarks/sandbox_overhead.py --benchmark {args.benchmark or '(tiny)'} "
+        f"--limit {args.limit} --repeats {args.repeats}`",
+        "",
+        f"{len(programs)} benchmark test programs (reference translation + harness), each run "
+        f"{args.repeats} times with and without OS isolation, alternating, one at a time. bwrap: "
+        f"{iso.path} ({iso.version}). Verdicts identical with and without: {same} "
+        f"({verdicts['bwrap'].count('passed')} of {len(verdicts['bwrap'])} passed).",
+        "",
+        "| isolation | median seconds per program | 90th percentile |",
+        "|---|---:|---:|",
+        *(f"| {k} | {med[k]:.3f} | {p90[k]:.3f} |" for k in kinds),
+        "",
+        f"Overhead of the isolation: {1000 * (med['bwrap'] - med['none']):+.0f} ms per program (median), "
+        f"{100 * (med['bwrap'] - med['none']) / 10:.2f} % of the 10 s test budget.",
+        "",
+    ]
+    args.out.write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
