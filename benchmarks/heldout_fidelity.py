@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from nose.data.transcripts import resolve_source  # noqa: E402
 from nose.evaluate.fidelity import fidelity  # noqa: E402
-from nose.evaluate.sweep import Order  # noqa: E402
+from nose.evaluate.sweep import Order, check_sweep  # noqa: E402
 from nose.files import write_json_atomic  # noqa: E402
 from nose.model.loading import load_model  # noqa: E402
 from nose.model.switches import attention_switched  # noqa: E402
@@ -64,6 +64,7 @@ def main() -> None:
         return
     orders = [Order.parse(spec) for spec in args.orders.split(",")]
     ks = [int(k) for k in args.k.split(",")]
+    check_sweep(orders, ks, lm.weights_sha256)  # a k beyond an order's length, or another model's order
     variants = {f"{o.label} k={k}": (lambda layers=list(o.layers[:k]): attention_switched(lm.model, layers))
                 for o in orders for k in ks}
     results = fidelity(lm, calib, variants, args.batch_size)

@@ -4,7 +4,10 @@ For each k and variant, ``nose shrink`` writes a checkpoint (the first k layers 
 and ``nose evaluate`` evaluates that checkpoint, loaded back from disk, on the G-TransEval subset;
 the intact model is evaluated once with the same settings. Every step is skipped when its output
 exists, so a killed run resumes where it stopped (``nose evaluate`` itself resumes mid-run).
-Writes ``reports/repair/summary.json`` and ``reports/repair.md``.
+With ``--sweep``, the intact model and the ``removed`` variant are read from a finished
+``nose sweep`` with the same settings (in memory; an export with attention deleted has the
+same logits, ``tests/test_export.py``) instead of being evaluated again.
+Writes ``reports/repair/summary.json`` and prints the table for ``reports/repair.md``.
 
     python benchmarks/repair.py --order runs/h2h/search-kl-translate --k 3,6,8 \\
         --benchmark <G-TransEval clone> --work runs/repair --heal-steps 120
@@ -49,25 +52,47 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("runs/repair"))
     ap.add_argument("--heal", default="", help="extra nose shrink options for the healed variants, e.g. "
                                                "'--steps 120 --lr 1e-4 --loss kd'")
+    ap.add_argument("--sweep", type=Path, help="a nose sweep folder with the same benchmark settings: its "
+                                               "intact and removed evaluations are reused")
     ap.add_argument("--out", type=Path, default=ROOT / "reports" / "repair")
     args = ap.parse_args()
 
     from nose.evaluate.efficiency import kv_cache_bytes_per_token, parameter_counts
+    from nose.evaluate.sweep import eval_name, read_sweep
     from nose.model.loading import load_model
+    from nose.search.record import read_record
 
     work = args.work
     (work / "evals").mkdir(parents=True, exist_ok=True)
     log = work / "repair.log"
     evaluate = ["evaluate", "--benchmark", args.benchmark, "--limit", args.limit, "--stratified",
                 "--max-new-tokens", args.max_new_tokens, "--batch-size", args.batch_size, "--no-efficiency"]
-    intact_dir = work / "evals" / "intact"
-    if not (intact_dir / "results.json").exists():
-        nose(*evaluate, "--model", args.model, "--out", str(intact_dir), log=log)
-    intact = json.loads((intact_dir / "results.json").read_text())["metrics"]
+    swept = read_sweep(args.sweep / "sweep.json")["evals"] if args.sweep else {}
+    if "skip-none" in swept:
+        intact = swept["skip-none"]
+    else:
+        intact_dir = work / "evals" / "intact"
+        if not (intact_dir / "results.json").exists():
+            nose(*evaluate, "--model", args.model, "--out", str(intact_dir), log=log)
+        intact = json.loads((intact_dir / "results.json").read_text())["metrics"]
+        intact["ca_by_type"] = {t: v["ca"] for t, v in intact["ca_by_type"].items()}
+    order = read_record(Path(args.order))["order"]
     rows = []
     for k in [int(k) for k in args.k.split(",")]:
         for name in args.variants.split(","):
             replace, healing = VARIANTS[name]
+            in_memory = swept.get(eval_name(order[:k], "skip")) if name == "removed" else None
+            if in_memory:
+                rows.append({"variant": name, "k": k, "layers": sorted(order[:k]), "ca_percent": in_memory["ca_percent"],
+                             "intact_ca_percent": intact["ca_percent"], "ca_by_type": in_memory["ca_by_type"],
+                             "codebleu": in_memory["codebleu"], "bleu": in_memory["bleu"],
+                             "verdicts": in_memory["verdicts"],
+                             "kv_cache_bytes_per_token": in_memory["kv_cache_bytes_per_token"],
+                             "parameters": in_memory["parameters"],
+                             "replacement_parameters": in_memory["replacement_parameters"],
+                             "repair_seconds": 0.0, "repair_cpu_seconds": 0.0, "repair_tokens": 0,
+                             "checkpoint": None, "evaluation": str(args.sweep / "evals" / eval_name(order[:k], "skip"))})
+                continue
             ckpt = work / f"k{k}-{name.replace('+', '-')}"
             if not (ckpt / "nose.json").exists():
                 heal = args.heal.split() if healing else ["--steps", "0"]
@@ -97,7 +122,7 @@ def main() -> None:
     (args.out / "summary.json").write_text(json.dumps({
         "model": args.model, "order": args.order, "benchmark": {"limit": int(args.limit), "stratified": True},
         "intact": {"ca_percent": intact["ca_percent"], "codebleu": intact["codebleu"],
-                   "ca_by_type": {t: v["ca"] for t, v in intact["ca_by_type"].items()}},
+                   "ca_by_type": intact["ca_by_type"]},
         "healing_options": args.heal, "rows": rows}, indent=2) + "\n")
     table = ["| k | variant | CA [%] | kept of intact | CodeBLEU | KV [bytes/token] | parameters [M] | "
              "repair [min] | repair tokens |", "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]

@@ -25,8 +25,10 @@ def search(
     out: Annotated[Path | None, typer.Option(help="Output folder (default: runs/search-<model>).")] = None,
     steps: Annotated[int, typer.Option(help="Attention sublayers to select (greedy steps).")] = 4,
     criterion: Annotated[Criterion, typer.Option(
-        help="nose (transfer entropy, greedy), loss (LM-loss increase, greedy), cosine (attention-drop "
-             "1-cos, one shot), last (deepest first), random (seeded by --seed).")] = Criterion.nose,
+        help="kl (output KL to the intact model, greedy; measured best with --calibration translate, "
+             "reports/criteria.md), nose (transfer entropy, greedy, as published), nose-abs (|TE|), loss "
+             "(LM-loss increase, greedy), cosine (attention-drop 1-cos, one shot), last (deepest first), "
+             "random (seeded by --seed).")] = Criterion.nose,
     mode: Annotated[Mode, typer.Option(help="Replacement while scoring: skip (h=x), double (h=2x), "
                                             "thesis (h=x+2·LN1(x)).")] = Mode.skip,
     target: Annotated[str, typer.Option(help="NOSE's entropy features: final (after the last norm), logits, "
