@@ -3,14 +3,17 @@
 For each k and variant, ``nose shrink`` writes a checkpoint (the first k layers of ``--order``)
 and ``nose evaluate`` evaluates that checkpoint, loaded back from disk, on the G-TransEval subset;
 the intact model is evaluated once with the same settings. Every step is skipped when its output
-exists, so a killed run resumes where it stopped (``nose evaluate`` itself resumes mid-run).
+exists, so a killed run resumes where it stopped (``nose evaluate`` itself resumes mid-run); an
+existing checkpoint is kept whatever ``--heal`` says now (move it away to heal it again).
 With ``--sweep``, the intact model and the ``removed`` variant are read from a finished
 ``nose sweep`` with the same settings (in memory; an export with attention deleted has the
 same logits, ``tests/test_export.py``) instead of being evaluated again.
-Writes ``reports/repair/summary.json`` and prints the table for ``reports/repair.md``.
+Writes ``reports/repair/summary.json`` (rows of earlier runs with the same model, order and
+benchmark are kept; healed rows carry their healing settings) and prints the table for
+``reports/repair.md``.
 
     python benchmarks/repair.py --order runs/h2h/search-kl-translate --k 3,6,8 \\
-        --benchmark <G-TransEval clone> --work runs/repair --heal-steps 120
+        --benchmark <G-TransEval clone> --work runs/repair --heal "--steps 60 --lr 1e-5"
 """
 
 from __future__ import annotations
@@ -30,6 +33,9 @@ VARIANTS = {  # name: (replace, healing)
     "healed": ("none", True),
     "linear+healed": ("linear", True),
 }
+HEALING_KEYS = ("steps", "schedule", "loss", "train", "lr", "batch_size", "temperature", "tokens", "validation")
+NO_REPAIR = {"fit_seconds": 0.0, "heal_seconds": 0.0, "fit_cpu_seconds": 0.0, "heal_cpu_seconds": 0.0,
+             "fit_tokens": 0, "heal_tokens": 0}
 
 
 def nose(*args: str, log: Path) -> None:
@@ -37,6 +43,53 @@ def nose(*args: str, log: Path) -> None:
         done = subprocess.run([sys.executable, "-m", "nose", *args], stdout=f, stderr=subprocess.STDOUT)
     if done.returncode != 0:
         sys.exit(f"nose {' '.join(args[:2])} failed; see {log}")
+
+
+def row(variant: str, k: int, layers: list[int], metrics: dict, intact: dict, efficiency: dict, cost: dict,
+        checkpoint: Path | None, evaluation: Path, healing: dict | None = None) -> dict:
+    """One row of summary.json: quality (``metrics``, CA by type as plain percentages), size
+    (``efficiency``: KV cache and parameter counts), the repair's cost (a checkpoint's
+    ``repair_cost``) and, for healed rows, the healing settings and held-out validation."""
+    return {"variant": variant, "k": k, "layers": layers, "ca_percent": metrics["ca_percent"],
+            "intact_ca_percent": intact["ca_percent"], "ca_by_type": metrics["ca_by_type"],
+            "codebleu": metrics["codebleu"], "bleu": metrics["bleu"], "verdicts": metrics["verdicts"],
+            "kv_cache_bytes_per_token": efficiency["kv_cache_bytes_per_token"],
+            "parameters": efficiency["parameters"], "replacement_parameters": efficiency["replacement_parameters"],
+            "repair_seconds": cost["fit_seconds"] + cost["heal_seconds"],
+            "repair_cpu_seconds": cost["fit_cpu_seconds"] + cost["heal_cpu_seconds"],
+            "repair_tokens": cost["fit_tokens"] + cost["heal_tokens"],
+            "checkpoint": None if checkpoint is None else str(checkpoint), "evaluation": str(evaluation),
+            "healing": healing}
+
+
+def passed(evaluation: Path) -> dict[str, bool]:
+    """Sample id -> whether its (first) translation passed its tests, from an evaluation's samples.jsonl."""
+    lines = (evaluation / "samples.jsonl").read_text().splitlines()
+    return {r["id"]: bool(r["passed"][0]) for r in map(json.loads, lines) if r}
+
+
+def with_differences(rows: list[dict]) -> list[dict]:
+    """Each repaired row gains ``ca_minus_removed``: its CA minus the removed row's of the same k,
+    percentage points with the paired 95 % bootstrap interval [difference, low, high]."""
+    from nose.report.sweep_report import paired_ca_difference
+
+    removed = {r["k"]: passed(Path(r["evaluation"])) for r in rows if r["variant"] == "removed"}
+    for r in rows:
+        if r["variant"] != "removed" and r["k"] in removed:
+            difference = paired_ca_difference(passed(Path(r["evaluation"])), removed[r["k"]])
+            r["ca_minus_removed"] = [round(float(v), 2) for v in difference]
+    return rows
+
+
+def merged_rows(path: Path, summary: dict, rows: list[dict]) -> list[dict]:
+    """This run's rows plus those of an earlier summary made with the same model, order and benchmark
+    (a row of this run replaces the earlier one of the same k and variant), by k and variant."""
+    if path.exists():
+        old = json.loads(path.read_text())
+        if all(old.get(key) == summary[key] for key in ("model", "order", "benchmark")):
+            new = {(r["k"], r["variant"]) for r in rows}
+            rows = [r for r in old["rows"] if (r["k"], r["variant"]) not in new] + rows
+    return sorted(rows, key=lambda r: (r["k"], list(VARIANTS).index(r["variant"])))
 
 
 def main() -> None:
@@ -83,15 +136,8 @@ def main() -> None:
             replace, healing = VARIANTS[name]
             in_memory = swept.get(eval_name(order[:k], "skip")) if name == "removed" else None
             if in_memory:
-                rows.append({"variant": name, "k": k, "layers": sorted(order[:k]), "ca_percent": in_memory["ca_percent"],
-                             "intact_ca_percent": intact["ca_percent"], "ca_by_type": in_memory["ca_by_type"],
-                             "codebleu": in_memory["codebleu"], "bleu": in_memory["bleu"],
-                             "verdicts": in_memory["verdicts"],
-                             "kv_cache_bytes_per_token": in_memory["kv_cache_bytes_per_token"],
-                             "parameters": in_memory["parameters"],
-                             "replacement_parameters": in_memory["replacement_parameters"],
-                             "repair_seconds": 0.0, "repair_cpu_seconds": 0.0, "repair_tokens": 0,
-                             "checkpoint": None, "evaluation": str(args.sweep / "evals" / eval_name(order[:k], "skip"))})
+                rows.append(row(name, k, sorted(order[:k]), in_memory, intact, in_memory, NO_REPAIR, None,
+                                args.sweep / "evals" / eval_name(order[:k], "skip")))
                 continue
             ckpt = work / f"k{k}-{name.replace('+', '-')}"
             if not (ckpt / "nose.json").exists():
@@ -103,34 +149,30 @@ def main() -> None:
                 nose(*evaluate, "--model", str(ckpt), "--out", str(eval_dir), log=log)
             meta = json.loads((ckpt / "nose.json").read_text())
             metrics = json.loads((eval_dir / "results.json").read_text())["metrics"]
+            metrics["ca_by_type"] = {t: v["ca"] for t, v in metrics["ca_by_type"].items()}
             lm = load_model(str(ckpt))
-            params = parameter_counts(lm.model, lm.adapter)
-            cost = meta["repair_cost"]
-            rows.append({"variant": name, "k": k, "layers": meta["removed_attention"],
-                         "ca_percent": metrics["ca_percent"], "intact_ca_percent": intact["ca_percent"],
-                         "ca_by_type": {t: v["ca"] for t, v in metrics["ca_by_type"].items()},
-                         "codebleu": metrics["codebleu"], "bleu": metrics["bleu"], "verdicts": metrics["verdicts"],
-                         "kv_cache_bytes_per_token": kv_cache_bytes_per_token(lm.model, lm.adapter),
-                         "parameters": params["parameters"],
-                         "replacement_parameters": params["replacement_parameters"],
-                         "repair_seconds": cost["fit_seconds"] + cost["heal_seconds"],
-                         "repair_cpu_seconds": cost["fit_cpu_seconds"] + cost["heal_cpu_seconds"],
-                         "repair_tokens": cost["fit_tokens"] + cost["heal_tokens"],
-                         "checkpoint": str(ckpt), "evaluation": str(eval_dir)})
+            efficiency = {"kv_cache_bytes_per_token": kv_cache_bytes_per_token(lm.model, lm.adapter),
+                          **parameter_counts(lm.model, lm.adapter)}
+            healed = {key: meta["healing"][key] for key in HEALING_KEYS} if meta["healing"]["steps"] else None
+            rows.append(row(name, k, meta["removed_attention"], metrics, intact, efficiency, meta["repair_cost"],
+                            ckpt, eval_dir, healed))
             del lm
+    summary = {"model": args.model, "order": args.order, "benchmark": {"limit": int(args.limit), "stratified": True},
+               "intact": {"ca_percent": intact["ca_percent"], "codebleu": intact["codebleu"],
+                          "ca_by_type": intact["ca_by_type"]}}
+    rows = with_differences(merged_rows(args.out / "summary.json", summary, rows))
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "summary.json").write_text(json.dumps({
-        "model": args.model, "order": args.order, "benchmark": {"limit": int(args.limit), "stratified": True},
-        "intact": {"ca_percent": intact["ca_percent"], "codebleu": intact["codebleu"],
-                   "ca_by_type": intact["ca_by_type"]},
-        "healing_options": args.heal, "rows": rows}, indent=2) + "\n")
+    (args.out / "summary.json").write_text(json.dumps({**summary, "rows": rows}, indent=2) + "\n")
     table = ["| k | variant | CA [%] | kept of intact | CodeBLEU | KV [bytes/token] | parameters [M] | "
-             "repair [min] | repair tokens |", "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "repair [min] | repair tokens | CA − removed [95 % CI] |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         table.append(f"| {r['k']} | {r['variant']} | {r['ca_percent']:.1f} | "
                      f"{100 * r['ca_percent'] / r['intact_ca_percent']:.0f} % | {r['codebleu']:.1f} | "
                      f"{r['kv_cache_bytes_per_token']:,} | {r['parameters'] / 1e6:.2f} | "
-                     f"{r['repair_seconds'] / 60:.1f} | {r['repair_tokens']:,} |")
+                     f"{r['repair_seconds'] / 60:.1f} | {r['repair_tokens']:,} | "
+                     + ("{:+.1f} [{:+.1f}, {:+.1f}] |".format(*r["ca_minus_removed"]) if "ca_minus_removed" in r
+                        else "— |"))
     print("\n".join(table))
 
 

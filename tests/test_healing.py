@@ -10,7 +10,7 @@ from nose.model.switches import SwitchedAttention, attention_switched
 from nose.search.calibration import build_calibration
 from nose.data.chat import assistant_mask
 from nose.shrink.data import TrainingRows, build_training_rows
-from nose.shrink.healing import HealConfig, blend_at, heal, loss_value, validation_loss
+from nose.shrink.healing import HealConfig, blend_at, heal, loss_value, trimmed, validation_loss
 from nose.testing import tiny_model, tiny_tokenizer
 
 
@@ -28,6 +28,7 @@ def test_linear_and_epoch_schedules():
     assert [round(blend_at(s, lin), 4) for s in range(8)] == [0.8333, 0.6667, 0.5, 0.3333, 0.1667, 0.0, 0.0, 0.0]
     ep = HealConfig(steps=8, epochs=4, schedule="epoch")
     assert [blend_at(s, ep) for s in range(8)] == [0.75, 0.75, 0.5, 0.5, 0.25, 0.25, 0.0, 0.0]
+    assert [blend_at(s, HealConfig(steps=3, schedule="none")) for s in range(3)] == [0.0, 0.0, 0.0]
 
 
 def test_kd_healing_lowers_the_kd_loss_of_the_removed_model(data):
@@ -41,7 +42,10 @@ def test_kd_healing_lowers_the_kd_loss_of_the_removed_model(data):
     with attention_switched(lm.model, [2, 3]):
         after = validation_loss(lm, teacher, train, cfg)
     assert after < 0.8 * before
-    assert history.steps[-1]["blend"] == 0.0 and len(history.validation) == 1
+    assert history.steps[-1]["blend"] == 0.0 and len(history.validation) == 2
+    untrained, healed = history.validation  # both at M = 0, on the validation rows
+    assert (untrained["epoch"], untrained["step"], healed["epoch"]) == (0, 0, 1)
+    assert healed["loss"] < untrained["loss"]
     assert not any(isinstance(m, SwitchedAttention) for m in lm.model.modules())
     # only the MLP and post-attention norm of layers 2 and 3 changed
     for name, p in lm.model.named_parameters():
@@ -86,6 +90,30 @@ def test_chat_rows_supervise_assistant_tokens_only(tmp_path):
     only = loss_value(cfg, logits, rows.input_ids, rows.attention_mask, loss_mask=rows.loss_mask)
     every = loss_value(cfg, logits, rows.input_ids, rows.attention_mask)
     assert only.item() != pytest.approx(every.item())
+
+
+def test_padding_columns_change_neither_the_loss_nor_the_cost(tmp_path):
+    """Healing cuts each batch to its last real column: the same loss as on the full padded rows."""
+    import json
+
+    tok = tiny_tokenizer()
+    msgs = [{"role": "user", "content": "translate int f()"}, {"role": "assistant", "content": "def f(): pass"}]
+    path = tmp_path / "chat.jsonl"
+    path.write_text("\n".join(json.dumps({"messages": msgs}) for _ in range(5)))
+    rows = build_training_rows(tok, str(path), samples=4, seq_len=128)
+    real = int(rows.attention_mask.sum(1).max())
+    assert real < 128 and trimmed(rows.input_ids, rows.attention_mask)[0].shape[1] == real
+    lm = from_module(tiny_model("llama", vocab_size=len(tok)), tok)
+    teacher = copy.deepcopy(lm.model)
+    with torch.no_grad():  # teacher differs, so the KD loss is not zero
+        teacher.model.layers[0].mlp.down_proj.weight.mul_(3.0)
+    cfg = HealConfig(loss="kd", batch_size=4)
+    ids, mask = rows.input_ids, rows.attention_mask
+    with torch.no_grad():
+        full = loss_value(cfg, lm.model(input_ids=ids, attention_mask=mask).logits, ids, mask,
+                          teacher(input_ids=ids, attention_mask=mask).logits)
+    assert full.item() > 0
+    assert validation_loss(lm, teacher, rows, cfg) == pytest.approx(full.item(), rel=1e-5)
 
 
 def test_gem_and_kd_formulas():

@@ -1,4 +1,7 @@
-"""The healing curve: training loss per step, validation loss per epoch, and the blend M."""
+"""The healing curve: training loss per step, validation loss per epoch, and the blend M.
+
+The validation before training (epoch 0, the final structure untrained) is drawn as a dashed
+level: healing helps where the epoch points fall below it."""
 
 from __future__ import annotations
 
@@ -14,9 +17,13 @@ def plot_healing(history: dict, path: Path, title: str = "") -> Path:
     fig, ax = plt.subplots(figsize=(8, 4))
     steps = [s["step"] for s in history["steps"]]
     ax.plot(steps, [s["loss"] for s in history["steps"]], label="training loss", color="tab:blue", linewidth=1)
-    if history["validation"]:
-        ax.plot([v["step"] for v in history["validation"]], [v["loss"] for v in history["validation"]], "o-",
-                color="tab:orange", label="validation loss")
+    before = [v for v in history["validation"] if v["epoch"] == 0]
+    after = [v for v in history["validation"] if v["epoch"] > 0]
+    if before:
+        ax.axhline(before[0]["loss"], color="tab:orange", linestyle=":", label="validation before healing (M = 0)")
+    if after:
+        ax.plot([v["step"] for v in after], [v["loss"] for v in after], "o-", color="tab:orange",
+                label="validation loss")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel(f"{history.get('loss_name', 'loss')}")
     twin = ax.twinx()
