@@ -19,7 +19,8 @@ was already swapped.
 
 KV cache: a layer whose attention does not run still appends one placeholder slot per token to
 its entry of a dynamic cache (shape ``(B, 1, T, 1)``), so the cache's sequence length, which
-transformers reads from layer 0, stays right when layer 0 is switched off.
+transformers reads from layer 0, stays right when layer 0 is switched off. The cache arrives as
+``past_key_values`` (transformers up to 5.23) or ``cache`` (5.24 on).
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ class SwitchedAttention(nn.Module):
     def forward(self, hidden_states: torch.Tensor, *args, **kwargs):
         m = self.blend
         if self.is_noop:
-            _advance_cache(kwargs.get("past_key_values"), self.original, self.layer_idx,
+            _advance_cache(kwargs.get("past_key_values", kwargs.get("cache")), self.original, self.layer_idx,
                            hidden_states, args, kwargs)
             attn = None
         else:
