@@ -201,3 +201,20 @@ def test_existing_folder_is_never_half_overwritten(tok, tmp_path, monkeypatch):
         monkeypatch.undo()
         export_checkpoint(lm, [3], out, "skip", overwrite=True)
     assert json.loads((out / "nose.json").read_text())["removed_attention"] == [3]
+
+
+def test_exported_layer0_removal_decodes_incrementally(tok, tmp_path):
+    """The shipped remote code advances a removed layer 0's cache slot, under whatever name
+    transformers passes the cache (past_key_values up to 5.23, cache from 5.24)."""
+    lm = make("llama", tok)
+    with pytest.warns(UserWarning, match="layer 0's attention is removed"):
+        out = export_checkpoint(lm, [0, 2], tmp_path / "out", "skip")
+    model = load_model(str(out)).model
+    ids = torch.randint(0, len(tok), (1, 7))
+    nxt = torch.tensor([[5]])
+    with torch.no_grad():
+        cache = model(ids, use_cache=True).past_key_values
+        step = model(nxt, past_key_values=cache).logits[0, -1]
+        full = model(torch.cat([ids, nxt], 1)).logits[0, -1]
+    assert cache.get_seq_length() == 8
+    torch.testing.assert_close(step, full, rtol=1e-4, atol=1e-4)

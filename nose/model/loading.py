@@ -124,11 +124,26 @@ def _weight_files(folder: Path) -> list[Path]:
     return [p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".gguf")]
 
 
+# sha256 of remote-code files that earlier nose versions shipped: their checkpoints stay loadable.
+EARLIER_REMOTE_CODE = {
+    "modeling_decilm.py": {"d3d56785c34e5549457479bf8aebda6a22f82cd08066eec000df48afc35c7e26"},
+}
+
+
 def _own_remote_code(folder: Path) -> dict:
-    """Trust a checkpoint's remote code only when it is, byte for byte, what nose shrink ships."""
+    """Trust a checkpoint's remote code only when it is, byte for byte, what nose shrink ships now
+    or shipped before (:data:`EARLIER_REMOTE_CODE`)."""
     shipped = Path(__file__).resolve().parents[1] / "shrink" / "remote"
     files = sorted(shipped.glob("*.py"))
-    if files and all((folder / f.name).exists() and (folder / f.name).read_bytes() == f.read_bytes() for f in files):
+
+    def ours(f: Path) -> bool:
+        theirs = folder / f.name
+        if not theirs.exists():
+            return False
+        data = theirs.read_bytes()
+        return data == f.read_bytes() or hashlib.sha256(data).hexdigest() in EARLIER_REMOTE_CODE.get(f.name, ())
+
+    if files and all(ours(f) for f in files):
         return {"trust_remote_code": True}
     return {}
 

@@ -36,7 +36,7 @@ class NoOpAttention(nn.Module):
         self.layer_idx = layer_idx
 
     def advance_cache(self, hidden_states, kwargs):
-        cache = kwargs.get("past_key_values")
+        cache = kwargs.get("past_key_values", kwargs.get("cache"))  # "cache" from transformers 5.24
         if cache is None:
             return
         layers = getattr(cache, "layers", None)
