@@ -62,21 +62,22 @@ def row(variant: str, k: int, layers: list[int], metrics: dict, intact: dict, ef
             "healing": healing}
 
 
-def passed(evaluation: Path) -> dict[str, bool]:
-    """Sample id -> whether its (first) translation passed its tests, from an evaluation's samples.jsonl."""
-    lines = (evaluation / "samples.jsonl").read_text().splitlines()
-    return {r["id"]: bool(r["passed"][0]) for r in map(json.loads, lines) if r}
+def read_metrics(evaluation: Path) -> dict:
+    """An evaluation's metrics, CA by type as plain percentages (as a sweep records them)."""
+    metrics = json.loads((evaluation / "results.json").read_text())["metrics"]
+    return {**metrics, "ca_by_type": {t: v["ca"] for t, v in metrics["ca_by_type"].items()}}
 
 
 def with_differences(rows: list[dict]) -> list[dict]:
     """Each repaired row gains ``ca_minus_removed``: its CA minus the removed row's of the same k,
     percentage points with the paired 95 % bootstrap interval [difference, low, high]."""
+    from nose.evaluate.sweep import passed_by_id
     from nose.report.sweep_report import paired_ca_difference
 
-    removed = {r["k"]: passed(Path(r["evaluation"])) for r in rows if r["variant"] == "removed"}
+    removed = {r["k"]: passed_by_id(Path(r["evaluation"])) for r in rows if r["variant"] == "removed"}
     for r in rows:
         if r["variant"] != "removed" and r["k"] in removed:
-            difference = paired_ca_difference(passed(Path(r["evaluation"])), removed[r["k"]])
+            difference = paired_ca_difference(passed_by_id(Path(r["evaluation"])), removed[r["k"]])
             r["ca_minus_removed"] = [round(float(v), 2) for v in difference]
     return rows
 
@@ -127,8 +128,7 @@ def main() -> None:
         intact_dir = work / "evals" / "intact"
         if not (intact_dir / "results.json").exists():
             nose(*evaluate, "--model", args.model, "--out", str(intact_dir), log=log)
-        intact = json.loads((intact_dir / "results.json").read_text())["metrics"]
-        intact["ca_by_type"] = {t: v["ca"] for t, v in intact["ca_by_type"].items()}
+        intact = read_metrics(intact_dir)
     order = read_record(Path(args.order))["order"]
     rows = []
     for k in [int(k) for k in args.k.split(",")]:
@@ -148,8 +148,7 @@ def main() -> None:
             if not (eval_dir / "results.json").exists():
                 nose(*evaluate, "--model", str(ckpt), "--out", str(eval_dir), log=log)
             meta = json.loads((ckpt / "nose.json").read_text())
-            metrics = json.loads((eval_dir / "results.json").read_text())["metrics"]
-            metrics["ca_by_type"] = {t: v["ca"] for t, v in metrics["ca_by_type"].items()}
+            metrics = read_metrics(eval_dir)
             lm = load_model(str(ckpt))
             efficiency = {"kv_cache_bytes_per_token": kv_cache_bytes_per_token(lm.model, lm.adapter),
                           **parameter_counts(lm.model, lm.adapter)}
@@ -163,8 +162,8 @@ def main() -> None:
     rows = with_differences(merged_rows(args.out / "summary.json", summary, rows))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "summary.json").write_text(json.dumps({**summary, "rows": rows}, indent=2) + "\n")
-    table = ["| k | variant | CA [%] | kept of intact | CodeBLEU | KV [bytes/token] | parameters [M] | "
-             "repair [min] | repair tokens | CA − removed [95 % CI] |",
+    table = [("| k | variant | CA [%] | kept of intact | CodeBLEU | KV [bytes/token] | parameters [M] | "
+              "repair [min] | repair tokens | CA − removed [95 % CI] |"),
              "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         table.append(f"| {r['k']} | {r['variant']} | {r['ca_percent']:.1f} | "
