@@ -1,4 +1,4 @@
-"""The repair table: removed / linear / healed / linear + healed, exported and evaluated from disk.
+"""The repair table: removed / linear (and its fit variants) / healed / linear + healed, exported and evaluated from disk.
 
 For each k and variant, ``nose shrink`` writes a checkpoint (the first k layers of ``--order``)
 and ``nose evaluate`` evaluates that checkpoint, loaded back from disk, on the G-TransEval subset;
@@ -27,11 +27,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-VARIANTS = {  # name: (replace, healing)
-    "removed": ("none", False),
-    "linear": ("linear", False),
-    "healed": ("none", True),
-    "linear+healed": ("linear", True),
+VARIANTS = {  # name: (replace, healing, further nose shrink options)
+    "removed": ("none", False, ()),
+    "linear": ("linear", False, ()),
+    "linear-stream": ("linear", False, ("--fit-target", "stream")),
+    "linear-198": ("linear", False, ("--fit-samples", "198")),  # every training transcript of Qwen2.5-Coder
+    "healed": ("none", True, ()),
+    "linear+healed": ("linear", True, ()),
 }
 HEALING_KEYS = ("steps", "schedule", "loss", "train", "lr", "batch_size", "temperature", "tokens", "validation")
 NO_REPAIR = {"fit_seconds": 0.0, "heal_seconds": 0.0, "fit_cpu_seconds": 0.0, "heal_cpu_seconds": 0.0,
@@ -133,7 +135,7 @@ def main() -> None:
     rows = []
     for k in [int(k) for k in args.k.split(",")]:
         for name in args.variants.split(","):
-            replace, healing = VARIANTS[name]
+            replace, healing, options = VARIANTS[name]
             in_memory = swept.get(eval_name(order[:k], "skip")) if name == "removed" else None
             if in_memory:
                 rows.append(row(name, k, sorted(order[:k]), in_memory, intact, in_memory, NO_REPAIR, None,
@@ -143,7 +145,7 @@ def main() -> None:
             if not (ckpt / "nose.json").exists():
                 heal = args.heal.split() if healing else ["--steps", "0"]
                 nose("shrink", "--model", args.model, "--search", args.order, "--k", str(k), "--replace", replace,
-                     *heal, "--out", str(ckpt), "--overwrite", log=log)
+                     *options, *heal, "--out", str(ckpt), "--overwrite", log=log)
             eval_dir = work / "evals" / ckpt.name
             if not (eval_dir / "results.json").exists():
                 nose(*evaluate, "--model", str(ckpt), "--out", str(eval_dir), log=log)

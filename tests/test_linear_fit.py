@@ -62,6 +62,49 @@ def test_sequential_fit_equals_a_naive_ridge_solution(family, tok, tmp_path):
         assert layer["alpha"] == 1e-3 and 0.0 < layer["heldout_relative_error"] < 1.0
 
 
+@torch.no_grad()
+def stream_pairs(lm, calib, layer, earlier: dict):
+    """(LN1(x), x* + Attn(LN1(x*)) − x) of ``layer`` for every real token: x from full forwards with
+    the earlier replacements switched in, x* from the intact model."""
+    decoder = lm.adapter.layers_of(lm.model)
+    seen = {}
+    hooks = [decoder[layer].register_forward_pre_hook(
+                 lambda m, args, kwargs: seen.update(x=kwargs.get("hidden_states", args[0] if args else None)),
+                 with_kwargs=True),
+             decoder[layer].self_attn.register_forward_hook(
+                 lambda m, args, kwargs, out: seen.update(a=out[0]), with_kwargs=True)]
+    normed, target = [], []
+    try:
+        for start in range(calib.samples):
+            ids, mask = calib.input_ids[start:start + 1], calib.attention_mask[start:start + 1]
+            keep = mask[0].bool()
+            lm.model(input_ids=ids, attention_mask=mask)
+            goal = (seen["x"] + seen["a"])[0][keep].double()
+            with attention_switched(lm.model, earlier):
+                lm.model(input_ids=ids, attention_mask=mask)
+            x = seen["x"][0][keep]
+            normed.append(lm.adapter.attn_norm_of(decoder[layer])(x).double())
+            target.append(goal - x.double())
+    finally:
+        for h in hooks:
+            h.remove()
+    return torch.cat(normed), torch.cat(target)
+
+
+def test_stream_target_fits_the_intact_stream(tok, calib):
+    """target=stream: the first replaced layer sees no drift (same W as the attention target); a
+    later one is fitted to bring the repaired stream back to the intact one."""
+    lm = tiny_loaded("qwen2", tok)
+    config = FitConfig(samples=6, heldout_every=3, alphas=(1e-3,), target="stream")
+    fitted, _ = fit_linear(lm, [1, 3], calib, config)
+    plain, _ = fit_linear(lm, [1], calib, FitConfig(samples=6, heldout_every=3, alphas=(1e-3,)))
+    torch.testing.assert_close(fitted[1].linear_attn.weight, plain[1].linear_attn.weight, rtol=1e-4, atol=1e-5)
+    w3 = ridge(*stream_pairs(lm, calib, 3, {1: fitted[1]}), 1e-3)
+    torch.testing.assert_close(fitted[3].linear_attn.weight.double(), w3, rtol=1e-4, atol=1e-5)
+    attention_target, _ = fit_linear(lm, [1, 3], calib, FitConfig(samples=6, heldout_every=3, alphas=(1e-3,)))
+    assert not torch.allclose(attention_target[3].linear_attn.weight, fitted[3].linear_attn.weight, atol=1e-4)
+
+
 def test_ridge_strength_is_chosen_on_held_out_rows(tok, calib):
     lm = tiny_loaded("llama", tok)
     fitted, report = fit_linear(lm, [3], calib, FitConfig(samples=6, heldout_every=3))
@@ -85,9 +128,25 @@ def test_ridge_strength_is_chosen_on_held_out_rows(tok, calib):
     assert kl["linear"] < kl["skip"]
 
 
+def test_fit_reads_every_conversation_of_chat_data_by_default(tok, tmp_path):
+    import json
+
+    from nose.shrink.pipeline import fit_rows
+
+    chat = tmp_path / "chat.jsonl"
+    chat.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"translate f{i}"},
+                                                     {"role": "assistant", "content": f"def f{i}(): return {i}"}]})
+                            + "\n\n" for i in range(70)))  # blank lines are not conversations
+    lm = tiny_loaded("llama", tok)
+    assert fit_rows(lm, str(chat), FitConfig(seq_len=64), log=print).samples == 70
+    assert fit_rows(lm, str(chat), FitConfig(samples=5, seq_len=64), log=print).samples == 5
+
+
 def test_fit_settings_are_checked(tok, calib):
     lm = tiny_loaded("llama", tok)
     with pytest.raises(NoseError, match="out of range"):
         fit_linear(lm, [9], calib)
     with pytest.raises(NoseError, match="--fit-samples >= 2"):
         fit_linear(lm, [2], calib, FitConfig(samples=1))
+    with pytest.raises(NoseError, match="unknown --fit-target 'residual'; choose attention or stream"):
+        fit_linear(lm, [2], calib, FitConfig(target="residual"))

@@ -51,6 +51,7 @@ def test_shrink_from_search_file(model, tmp_path):
     (["--layers", ""], "--layers is empty"),
     (["--layers", "2", "--replace", "linear", "--mode", "double"], "--mode applies to --replace none"),
     (["--layers", "2", "--replace", "quadratic"], "unknown --replace 'quadratic'"),
+    (["--layers", "2", "--replace", "linear", "--fit-target", "residual"], "unknown --fit-target 'residual'"),
     (["--layers", "2", "--data", "/nonexistent/data.jsonl"], "does not exist"),
     (["--search", "nowhere"], "--search needs --k"),
     (["--layers", "2", "--loss", "mse"], "unknown loss"),
@@ -111,12 +112,13 @@ def test_linear_replacement_is_fitted_healed_and_exported(model, tmp_path):
 
     out = tmp_path / "lin"
     res = shrink("--model", model, "--layers", "2,4", "--replace", "linear", "--data", "stdlib", "--fit-samples", 8,
-                 "--fit-seq-len", 32, "--steps", 3, *SMALL, "--out", out, "--json")
+                 "--fit-seq-len", 32, "--fit-target", "stream", "--steps", 3, *SMALL, "--out", out, "--json")
     assert res.exit_code == 0, res.output
     summary = json.loads(res.stdout)
     assert summary["replacements"] == "linear" and summary["repair_cost"]["fit_tokens"] > 0
     meta = json.loads((out / "nose.json").read_text())
     assert set(meta["fit_report"]["layers"]) == {"2", "4"} and meta["replace"] == "linear"
+    assert meta["fit"]["target"] == "stream"
     assert {r["kind"] for r in meta["replacements"].values()} == {"linear"}
     assert (out / "healing.json").exists() and (out / "healing_curve.png").exists()
     blocks = json.loads((out / "config.json").read_text())["block_configs"]

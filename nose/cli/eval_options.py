@@ -54,7 +54,11 @@ ReplaceOpt = Annotated[str, typer.Option(
     help="none: --mode replaces the dropped attention; linear: x + W·LN1(x), W fitted in closed form on --fit-data.")]
 FitDataOpt = Annotated[str, typer.Option(help="Data the linear fit reads: auto (translate for code models, else "
                                               "stdlib), translate[:FILE], stdlib, a file or a folder.")]
-FitSamplesOpt = Annotated[int, typer.Option(help="Rows the linear fit reads.")]
+FitSamplesOpt = Annotated[int | None, typer.Option(help="Rows the linear fit reads (default: every training "
+                                                             "transcript for translate data, 64 rows of other data).")]
+FitTargetOpt = Annotated[str, typer.Option(help="What the linear fit imitates: attention (each removed attention's "
+                                                "output) or stream (the intact model's residual stream, which also "
+                                                "corrects earlier replacements' drift).")]
 
 
 def check_replace(replace: str, mode: str, layers: list[int] | None = None) -> None:
@@ -67,11 +71,12 @@ def check_replace(replace: str, mode: str, layers: list[int] | None = None) -> N
         raise NoseError("--replace linear needs --drop-attention (the layers to replace)")
 
 
-def linear_replacements(lm, replace: str, fit_data: str, fit_samples: int, progress=None, log=print):
+def linear_replacements(lm, replace: str, fit_data: str, fit_samples: int | None, fit_target: str = "attention",
+                        progress=None, log=print):
     """None for --replace none; else the fitter that sweep and evaluate call per layer set."""
     if replace == "none":
         return None
     from nose.shrink.linear_fit import FitConfig
     from nose.shrink.pipeline import linear_fitter
 
-    return linear_fitter(lm, fit_data, FitConfig(samples=fit_samples), progress, log)
+    return linear_fitter(lm, fit_data, FitConfig(samples=fit_samples, target=fit_target), progress, log)

@@ -11,8 +11,8 @@ import typer
 
 from nose.cli.common import (DeviceMapOpt, DeviceOpt, DtypeOpt, JsonOpt, Mode, ModelOpt, parse_layers,
                              progress_bar, quiet_transformers, stderr_console, user_errors)
-from nose.cli.eval_options import (BackendOpt, BatchSizeOpt, BenchmarkOpt, FitDataOpt, FitSamplesOpt, IdsOpt,
-                                   LimitOpt, MaxNewTokensOpt, NOpt, PromptFileOpt, ReplaceOpt, SeedOpt,
+from nose.cli.eval_options import (BackendOpt, BatchSizeOpt, BenchmarkOpt, FitDataOpt, FitSamplesOpt, FitTargetOpt,
+                                   IdsOpt, LimitOpt, MaxNewTokensOpt, NOpt, PromptFileOpt, ReplaceOpt, SeedOpt,
                                    StratifiedOpt, SystemOpt, TemperatureOpt, TimeoutOpt, UnsafeOpt, WorkersOpt,
                                    benchmark_subset, check_replace, linear_replacements, prompt_and_generation)
 
@@ -40,7 +40,8 @@ def evaluate(
     mode: Annotated[Mode, typer.Option(help="Replacement for --drop-attention.")] = Mode.skip,
     replace: ReplaceOpt = "none",
     fit_data: FitDataOpt = "auto",
-    fit_samples: FitSamplesOpt = 64,
+    fit_samples: FitSamplesOpt = None,
+    fit_target: FitTargetOpt = "attention",
     efficiency: Annotated[bool, typer.Option("--efficiency/--no-efficiency", help="Measure FLOPs, memory, speed.")] = True,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Discard samples.jsonl in --out.")] = False,
     seed: SeedOpt = 0,
@@ -68,7 +69,7 @@ def evaluate(
     ref = resolve_model(model, log=log)
     config.validate(ref.num_layers)
     lm = load_model(ref, dtype=dtype, device=device, device_map=device_map, log=log)
-    fitter = linear_replacements(lm, replace, fit_data, fit_samples, log=log)
+    fitter = linear_replacements(lm, replace, fit_data, fit_samples, fit_target, log=log)
     if fitter is not None:
         config.replacements = fitter(config.drop_attention)
     if overwrite and (out / SAMPLES).exists():

@@ -10,6 +10,7 @@ import typer
 
 from nose.cli.common import (DeviceMapOpt, DeviceOpt, DtypeOpt, JsonOpt, Mode, ModelOpt, parse_layers,
                              progress_bar, quiet_transformers, stderr_console, user_errors)
+from nose.cli.eval_options import FitTargetOpt
 
 
 @user_errors
@@ -46,9 +47,11 @@ def shrink(
     val_samples: Annotated[int, typer.Option(help="Validation rows (the held-out transcripts for translate).")] = 16,
     seq_len: Annotated[int | None, typer.Option(help="Tokens per healing row (default: 512 for transcripts, "
                                                        "128 for packed text).")] = None,
-    fit_samples: Annotated[int, typer.Option(help="Rows the linear fit reads (a quarter score the ridge "
-                                                  "strength).")] = 64,
+    fit_samples: Annotated[int | None, typer.Option(help="Rows the linear fit reads (a quarter score the ridge "
+                                                         "strength); default: every training transcript for "
+                                                         "translate data, 64 rows of other data.")] = None,
     fit_seq_len: Annotated[int, typer.Option(help="Tokens per fit row at most.")] = 512,
+    fit_target: FitTargetOpt = "attention",
     seed: Annotated[int, typer.Option(help="Data order seed.")] = 0,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out.")] = False,
     resume: Annotated[bool, typer.Option("--resume", help="Continue healing from the state saved beside --out.")] = False,
@@ -73,7 +76,7 @@ def shrink(
     config = ShrinkConfig(
         layers=parse_layers(layers), search=str(search) if search else None, k=k, replace=replace, mode=mode.value,
         data=data, text_field=text_field, samples=samples, val_samples=val_samples, seq_len=seq_len, seed=seed,
-        fit=FitConfig(samples=fit_samples, seq_len=fit_seq_len),
+        fit=FitConfig(samples=fit_samples, seq_len=fit_seq_len, target=fit_target),
         heal=HealConfig(steps=steps, epochs=epochs, schedule=schedule, loss=loss, alpha=alpha, temperature=temperature,
                         beta=beta, train=train, lr=lr, batch_size=batch_size, seed=seed))
     if layers is not None and not config.layers:

@@ -10,8 +10,8 @@ import typer
 
 from nose.cli.common import (DeviceMapOpt, DeviceOpt, DtypeOpt, JsonOpt, Mode, ModelOpt, parse_layers,
                              progress_bar, quiet_transformers, stderr_console, user_errors)
-from nose.cli.eval_options import (BatchSizeOpt, BenchmarkOpt, FitDataOpt, FitSamplesOpt, IdsOpt, LimitOpt,
-                                   MaxNewTokensOpt, PromptFileOpt, ReplaceOpt, StratifiedOpt, SystemOpt, TimeoutOpt,
+from nose.cli.eval_options import (BatchSizeOpt, BenchmarkOpt, FitDataOpt, FitSamplesOpt, FitTargetOpt, IdsOpt,
+                                   LimitOpt, MaxNewTokensOpt, PromptFileOpt, ReplaceOpt, StratifiedOpt, SystemOpt, TimeoutOpt,
                                    UnsafeOpt, WorkersOpt, benchmark_subset, check_replace, linear_replacements,
                                    prompt_and_generation)
 from nose.errors import NoseError
@@ -42,7 +42,8 @@ def sweep(
     mode: Annotated[Mode, typer.Option(help="Replacement for the removed attention.")] = Mode.skip,
     replace: ReplaceOpt = "none",
     fit_data: FitDataOpt = "auto",
-    fit_samples: FitSamplesOpt = 64,
+    fit_samples: FitSamplesOpt = None,
+    fit_target: FitTargetOpt = "attention",
     reference: Annotated[str | None, typer.Option(
         help="Label of the order the CA differences are measured against (default: the first order).")] = None,
     collect_only: Annotated[bool, typer.Option("--collect-only", help="Run nothing: tabulate and plot the "
@@ -85,7 +86,7 @@ def sweep(
     lm = load_model(ref, dtype=dtype, device=device, device_map=device_map, log=log)
     log(f"sweep of {model} over k={ks} for {', '.join(o.label for o in orders)} on {len(samples)} samples")
     with progress_bar(err) as progress:
-        fitter = linear_replacements(lm, replace, fit_data, fit_samples, progress, log)
+        fitter = linear_replacements(lm, replace, fit_data, fit_samples, fit_target, progress, log)
         record = run_sweep(lm, orders, ks, samples, prompt, gen, config, out, str(root), progress, log,
                            collect_only=collect_only, fitter=fitter)
     plot = plot_sweep(record, out / "sweep.png")

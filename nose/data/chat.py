@@ -57,6 +57,12 @@ def is_chat_file(path: Path) -> bool:
     return False
 
 
+def count_records(path: Path) -> int:
+    """Conversations (non-blank lines) in a chat JSONL."""
+    with open(path, encoding="utf-8") as f:
+        return sum(1 for line in f if line.strip())
+
+
 def chat_rows(tokenizer, path: Path, samples: int, seq_len: int) -> list[tuple[list[int], list[int]]]:
     """(ids, answer mask) of the first ``samples`` conversations with an answer token within
     ``seq_len`` tokens, each cut to ``seq_len``."""

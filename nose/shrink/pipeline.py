@@ -105,12 +105,18 @@ class ShrinkData:
     fit: object = None  # CalibrationSet
 
 
+PACKED_FIT_ROWS = 64  # the fit's rows of packed (non-chat) text when --fit-samples is not given
+
+
 def fit_rows(lm: LoadedModel, source: str, config: FitConfig, seed: int = 0, text_field: str = "text",
              log=print):
-    """The rows a linear fit reads: every real token counts (the replacement serves prompt and answer)."""
+    """The rows a linear fit reads: every real token counts (the replacement serves prompt and answer);
+    by default every conversation of chat data, else 64 packed rows."""
+    from nose.data.chat import count_records, is_chat_file
     from nose.search.calibration import build_calibration
 
-    return build_calibration(lm.tokenizer, source, samples=config.samples, seq_len=config.seq_len, seed=seed,
+    samples = config.samples or (count_records(Path(source)) if is_chat_file(Path(source)) else PACKED_FIT_ROWS)
+    return build_calibration(lm.tokenizer, source, samples=samples, seq_len=config.seq_len, seed=seed,
                              text_field=text_field, count="all", log=log)
 
 
