@@ -26,6 +26,7 @@ def test_shrink_with_healing_writes_a_loadable_checkpoint(model, tmp_path):
     assert summary["removed_attention"] == [2, 3] and summary["tokens"] > 0
     meta = json.loads((out / "nose.json").read_text())
     assert meta["healing"]["steps"] == 4 and meta["healing"]["loss"] == "kd"
+    assert meta["replace"] == "linear" and set(meta["fit_report"]["layers"]) == {"2", "3"}  # the default repair
     assert (out / "healing_curve.png").exists()
     search = runner.invoke(app, ["search", "--model", str(out), "--out", str(tmp_path / "s"), "--steps", "3",
                                  "--samples", "4", "--seq-len", "32", "--json"])
@@ -75,6 +76,13 @@ def test_search_from_another_model_and_empty_data(model, saved_tiny, tmp_path):
     empty.write_text("")
     res = shrink("--model", model, "--layers", "2", "--data", empty, *SMALL, "--out", tmp_path / "y")
     assert res.exit_code == 2 and "is empty" in res.stderr
+
+
+def test_a_parameter_free_mode_means_no_linear_fit(model, tmp_path):
+    res = shrink("--model", model, "--layers", "2", "--mode", "double", "--steps", 0, "--out", tmp_path / "d")
+    assert res.exit_code == 0, res.output
+    meta = json.loads((tmp_path / "d" / "nose.json").read_text())
+    assert meta["replace"] == "none" and meta["mode"] == "double" and not meta["fit_report"]
 
 
 def test_unwritable_and_existing_targets(model, tmp_path):

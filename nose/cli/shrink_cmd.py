@@ -20,8 +20,9 @@ def shrink(
     search: Annotated[Path | None, typer.Option(help="A search.json (or its folder) to take layers from; the measured best "
                                                            "is nose search --criterion kl --calibration translate.")] = None,
     k: Annotated[int | None, typer.Option(help="With --search: remove its first k layers.")] = None,
-    replace: Annotated[str, typer.Option(help="none: the --mode replacement; linear: each removed attention "
-                                              "becomes x + W·LN1(x), W fitted in closed form.")] = "none",
+    replace: Annotated[str | None, typer.Option(
+        help="linear (default): each removed attention becomes x + W·LN1(x), W fitted in closed form; none: "
+             "the --mode replacement (the default when --mode is double or thesis).")] = None,
     mode: Annotated[Mode, typer.Option(help="With --replace none: skip, double (folded into later layers) or "
                                             "thesis (exported as linear with W = 2I).")] = Mode.skip,
     out: Annotated[Path, typer.Option(help="Checkpoint folder to write.")] = Path("runs/shrunk"),

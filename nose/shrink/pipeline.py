@@ -6,8 +6,9 @@ One library call does what ``nose shrink`` does (the CLI only parses options and
 2. the data (``--data``): healing rows, validation rows (the held-out split for transcripts,
    else the last rows) and, for a linear replacement, the fit rows; self-distilled transcripts
    are generated here, from the intact model, before anything changes it;
-3. the replacements: the parameter-free ``mode`` (skip by default), or ``linear``: each removed
-   attention becomes ``x + W·LN1(x)`` with W fitted in closed form (:mod:`nose.shrink.linear_fit`);
+3. the replacements: ``linear`` (the default): each removed attention becomes ``x + W·LN1(x)``
+   with W fitted in closed form (:mod:`nose.shrink.linear_fit`), or a parameter-free ``mode``
+   (skip, double, thesis) with ``replace="none"``;
 4. healing (:mod:`nose.shrink.healing`), optional: the annealed blend, KD to the intact model;
 5. the export (:mod:`nose.shrink.export`) with ``nose.json`` (provenance, fit report, healing
    settings and cost) and, when healed, ``healing.json`` and ``healing_curve.png``, all written
@@ -39,7 +40,8 @@ class ShrinkConfig:
     layers: list[int] = field(default_factory=list)  # attention layers to remove; or take them from `search`
     search: str | None = None  # a search.json (or its folder)
     k: int | None = None  # with `search`: its first k layers
-    replace: str = "none"  # none: the parameter-free `mode`; linear: a fitted W per layer
+    replace: str | None = None  # linear: a fitted W per layer; none: the parameter-free `mode`;
+    # None: linear, or none when a `mode` other than skip is asked for (reports/repair.md)
     mode: str = "skip"  # skip | double | thesis (replace none)
     data: str = "auto"  # healing and fit data: auto | translate[...] | stdlib | a file or folder
     text_field: str = "text"
@@ -49,6 +51,10 @@ class ShrinkConfig:
     seed: int = 0
     fit: FitConfig = field(default_factory=FitConfig)
     heal: HealConfig = field(default_factory=HealConfig)
+
+    def __post_init__(self):
+        if self.replace is None:
+            self.replace = "linear" if self.mode == "skip" else "none"
 
     def validate(self) -> None:
         if bool(self.layers) == bool(self.search):
