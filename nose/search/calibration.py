@@ -92,6 +92,15 @@ def next_token_positions(attention_mask: torch.Tensor, count_mask: torch.Tensor)
     return pos
 
 
+def trimmed(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """A batch (ids, attention mask, further per-token tensors) without its trailing columns of
+    padding only. The model is causal, so the logits of real tokens, and every statistic or loss
+    over them, stay the same; a batch of short rows in long ones costs what its tokens cost."""
+    real = tensors[1].any(0).nonzero()
+    length = int(real.max()) + 1 if len(real) else 1
+    return tuple(t[:, :length] for t in tensors)
+
+
 @dataclass
 class CalibrationSet:
     """Token rows for calibration; ``attention_mask`` marks the real tokens, ``count_mask`` the
@@ -138,11 +147,8 @@ class CalibrationSet:
         """Rows in batches, trimmed to the longest row of each batch; ``positions``: ``token``
         (count_mask) or ``next`` (next-token predictions of counted tokens)."""
         for start in range(0, self.samples, batch_size):
-            att = self.attention_mask[start:start + batch_size]
-            width = int(att.sum(1).max()) if not self.packed else att.shape[1]
-            att = att[:, :width]
-            ids = self.input_ids[start:start + batch_size, :width]
-            count = self.count_mask[start:start + batch_size, :width]
+            ids, att, count = trimmed(*(t[start:start + batch_size]
+                                        for t in (self.input_ids, self.attention_mask, self.count_mask)))
             pos = count.bool() if positions == "token" else next_token_positions(att, count)
             yield Batch(ids, att, count, pos)
 

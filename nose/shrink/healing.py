@@ -44,6 +44,7 @@ from nose.errors import NoseError
 from nose.model.loading import LoadedModel
 from nose.model.replacements import Replacement, describe_all
 from nose.model.switches import AttentionSwitch
+from nose.search.calibration import trimmed
 from nose.shrink.data import TrainingRows
 
 LOSSES = ("ce", "kd", "ce+kd", "gem")
@@ -91,15 +92,6 @@ def blend_at(step: int, config: HealConfig) -> float:
         return max(0.0, 1.0 - (step + 1) / ramp) if ramp > 0 else 0.0
     epoch = min(config.epochs - 1, step * config.epochs // max(config.steps, 1))
     return 1.0 - (epoch + 1) / config.epochs
-
-
-def trimmed(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """The batch without its trailing columns of padding only (tensors: ids, attention mask, ...).
-    The model is causal, so the logits of real tokens, and every loss, stay the same; a batch of
-    short transcripts in 512-token rows costs what its tokens cost."""
-    real = tensors[1].any(0).nonzero()
-    length = int(real.max()) + 1 if len(real) else 1
-    return tuple(t[:, :length] for t in tensors)
 
 
 def _next_token(mask: torch.Tensor, target_mask: torch.Tensor) -> torch.Tensor:
