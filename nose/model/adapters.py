@@ -58,6 +58,12 @@ ADAPTERS: dict[str, FamilyAdapter] = {
 }
 
 
+def first_output(output):
+    """The hidden states of a decoder layer's or attention's output (transformers returns a tuple
+    in some versions and families, the tensor alone in others)."""
+    return output[0] if isinstance(output, tuple) else output
+
+
 def is_noop_attention(module: nn.Module) -> bool:
     """True for an attention that does not run: removed by an export, or switched fully off."""
     return bool(getattr(module, "is_noop", False))

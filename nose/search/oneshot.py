@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from nose.errors import NoseError
+from nose.model.adapters import first_output
 from nose.model.loading import LoadedModel
 from nose.search.calibration import CalibrationSet
 from nose.search.loss import ratio_bootstrap
@@ -45,7 +46,7 @@ def cosine_sums(lm: LoadedModel, calib: CalibrationSet, layers: list[int], batch
     def take_attention(i):
         def hook(module, args, output):
             x = state.pop(i)
-            h = x + (output[0] if isinstance(output, tuple) else output)
+            h = x + first_output(output)
             one_minus_cos = 1.0 - F.cosine_similarity(x.float(), h.float(), dim=-1)
             mask = state["counted"].to(device=x.device, dtype=torch.float64)
             sums[i].append((one_minus_cos.double() * mask).sum(1).cpu().numpy())

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from nose.model.adapters import FamilyAdapter
+from nose.model.adapters import FamilyAdapter, first_output
 from nose.search.target import Target
 
 
@@ -83,8 +83,7 @@ class PrefixRunner:
         """Re-run layers ``start..last`` from the cached input of ``start``, then norm/head."""
         hidden, _ = self._inputs[start]
         for j in range(start, self.last + 1):
-            out = self.layers[j](hidden, **self._inputs[j][1])
-            hidden = out[0] if isinstance(out, tuple) else out
+            hidden = first_output(self.layers[j](hidden, **self._inputs[j][1]))
         self.layer_calls += self.last + 1 - start
         if self.target.kind == "layer":
             return

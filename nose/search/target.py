@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch.nn as nn
 
 from nose.errors import NoseError
-from nose.model.adapters import FamilyAdapter
+from nose.model.adapters import FamilyAdapter, first_output
 
 _LAYER = re.compile(r"^layer:(\d+)$")
 
@@ -68,7 +68,7 @@ class TargetHook:
     def _hook(self, module, args, output):
         if self.sink is None:
             return
-        out = output[0] if isinstance(output, tuple) else output
+        out = first_output(output)
         if out.dim() == 3:
             out = out[self.batch.positions.to(out.device)]
         self.sink.observe(out, self.batch)

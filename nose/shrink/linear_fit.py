@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from nose.errors import NoseError
+from nose.model.adapters import first_output
 from nose.model.loading import LoadedModel
 from nose.model.replacements import Linear
 from nose.model.switches import attention_switched, check_layer_indices
@@ -119,10 +120,6 @@ def _layer_arguments(lm: LoadedModel, batch) -> tuple[torch.Tensor, list[dict]]:
     return first[0], kwargs
 
 
-def _output(out):
-    return out[0] if isinstance(out, tuple) else out
-
-
 @torch.no_grad()
 def fit_linear(lm: LoadedModel, layers: list[int], calib: CalibrationSet, config: FitConfig = FitConfig(),
                progress=None) -> tuple[dict[int, Linear], dict]:
@@ -161,10 +158,10 @@ def fit_linear(lm: LoadedModel, layers: list[int], calib: CalibrationSet, config
             report["layers"][str(j)] = {"alpha": alpha, "heldout_relative_error": err}
         with attention_switched(lm.model, {j: fitted[j]} if j in fitted else {}, adapter=lm.adapter):
             for k, (kwargs, _, _) in enumerate(batches):
-                streams[k] = _output(layer(streams[k], **kwargs[j]))
+                streams[k] = first_output(layer(streams[k], **kwargs[j]))
         if intact is not None:
             for k, (kwargs, _, _) in enumerate(batches):
-                intact[k] = _output(layer(intact[k], **kwargs[j]))
+                intact[k] = first_output(layer(intact[k], **kwargs[j]))
         if progress:
             progress.advance(task)
     return fitted, report
