@@ -10,31 +10,39 @@ from the registry entry's ``oracle`` path:
 - ``kl``: mean ``KL(p_intact ‖ p_state)`` at the same positions, the intact logits computed once.
 
 The score of a candidate is the registry's ``score(value of S, value of S ∪ {i})``.
+
+``mode="linear"``: candidate i is replaced by a W fitted with :func:`nose.shrink.linear_fit.fit_linear`
+(itself checked against a naive ridge) for layer i alone, run with S's maps switched on and every
+real token counted; a selected layer keeps its map.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
 
 from nose.model.loading import LoadedModel
+from nose.model.replacements import make
 from nose.model.switches import attention_switched
 from nose.search.calibration import CalibrationSet
 from nose.search.criteria import CRITERIA
 from nose.search.target import Target
+from nose.shrink.linear_fit import FitConfig, fit_linear
 
 
-def _forward(lm: LoadedModel, calib: CalibrationSet, removed: list[int], mode: str, batch_size: int,
+def _forward(lm: LoadedModel, calib: CalibrationSet, removed: dict, batch_size: int,
              module: torch.nn.Module, work: dict) -> list[tuple]:
-    """(batch, logits float64, target output float64) for every batch with ``removed`` switched off."""
+    """(batch, logits float64, target output float64) for every batch with ``removed`` (a
+    ``{layer: Replacement}`` dict) switched on."""
     grabbed = {}
     handle = module.register_forward_hook(
         lambda mod, args, out: grabbed.__setitem__("out", out[0] if isinstance(out, tuple) else out))
     out = []
     try:
-        with torch.no_grad(), attention_switched(lm.model, removed, mode, adapter=lm.adapter):
+        with torch.no_grad(), attention_switched(lm.model, removed, adapter=lm.adapter):
             for batch in calib.batches(batch_size, "token"):
                 logits = lm.model(input_ids=batch.input_ids.to(lm.device),
                                   attention_mask=batch.attention_mask.to(lm.device), use_cache=False).logits
@@ -85,19 +93,28 @@ def naive_search(lm: LoadedModel, calib: CalibrationSet, steps: int, mode: str =
     tgt = Target.parse(crit.target or target, lm.num_layers)
     module = tgt.module(lm.model, lm.adapter)
     last = tgt.last_layer(lm.num_layers)
-    removed: list[int] = []
+    removed: dict = {}
     work = {"layer_forwards": 0, "head_forwards": 0}
-    intact = _forward(lm, calib, [], mode, batch_size, module, work) if crit.oracle == "kl" else None
+    every_token = replace(calib, count_mask=calib.attention_mask.clone())
+
+    def replacement(i):
+        if mode != "linear":
+            return make(mode)
+        with attention_switched(lm.model, removed, adapter=lm.adapter):
+            return fit_linear(lm, [i], every_token, FitConfig(batch_size=batch_size))[0][i]
+
+    intact = _forward(lm, calib, {}, batch_size, module, work) if crit.oracle == "kl" else None
     statistic = {"entropy": _entropy, "nll": _nll, "kl": lambda runs: _kl(runs, intact)}[crit.oracle]
     out = []
     for _ in range(steps):
         t0 = time.perf_counter()
-        base = statistic(_forward(lm, calib, removed, mode, batch_size, module, work))
-        score = {i: float(crit.score(base, statistic(_forward(lm, calib, removed + [i], mode, batch_size, module,
+        base = statistic(_forward(lm, calib, removed, batch_size, module, work))
+        maps = {i: replacement(i) for i in range(last + 1) if i not in removed and i not in protect}
+        score = {i: float(crit.score(base, statistic(_forward(lm, calib, {**removed, i: r}, batch_size, module,
                                                                  work))))
-                 for i in range(last + 1) if i not in removed and i not in protect}
+                 for i, r in maps.items()}
         winner = min(score, key=lambda i: (score[i], i))
         out.append({"selected": winner, "score": score[winner], "candidates": score, "base": base,
                     "seconds": time.perf_counter() - t0})
-        removed.append(winner)
-    return {"steps": out, "order": removed, "work": work}
+        removed[winner] = maps[winner]
+    return {"steps": out, "order": list(removed), "work": work}

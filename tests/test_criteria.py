@@ -164,11 +164,13 @@ def test_replicates_without_counted_tokens_are_left_out_not_zero():
 
 def test_cli_choices_mirror_the_library():
     """The CLI's enums are written out so that ``nose --help`` starts without importing torch."""
-    from nose.cli.common import Criterion, Mode
+    from nose.cli.common import Criterion, Mode, SearchMode
     from nose.model.switches import MODES
+    from nose.search.config import SEARCH_MODES
 
     assert {c.value for c in Criterion} == set(CRITERIA)
     assert {m.value for m in Mode} == set(MODES)
+    assert {m.value for m in SearchMode} == set(SEARCH_MODES)
 
 
 def test_criterion_settings_errors(tok, calib):
@@ -199,3 +201,46 @@ def test_cli_criterion(saved_tiny, tmp_path):
     again = runner.invoke(app, ["search", "--model", str(model), "--criterion", "random", "--steps", "3",
                                 "--out", str(tmp_path / "cos"), *fast, "--resume"])
     assert again.exit_code == 2 and "--criterion was 'cosine'" in again.stderr
+
+
+@pytest.mark.parametrize("criterion,family", [("kl", "llama"), ("nose", "qwen2"), ("loss", "llama")])
+def test_linear_mode_equals_the_naive_oracle(criterion, family, tok, calib):
+    """--mode linear: each candidate scored with its own W, fitted in the search's state."""
+    lm = tiny_loaded(family, tok)
+    fast = run_search(lm, calib, SearchConfig(steps=3, criterion=criterion, mode="linear", bootstrap=0))
+    assert_equals_oracle(fast, naive_search(lm, calib, 3, mode="linear", criterion=criterion))
+    skip = run_search(lm, calib, SearchConfig(steps=1, criterion=criterion, bootstrap=0))
+    linear_scores = {c["layer"]: c["score"] for c in fast["steps"][0]["candidates"]}
+    assert any(abs(c["score"] - linear_scores[c["layer"]]) > 1e-4 for c in skip["steps"][0]["candidates"])
+    for step in fast["steps"]:  # how well each candidate's attention was fitted
+        errors = step["fit_heldout_relative_error"]
+        assert set(errors) == {str(c["layer"]) for c in step["candidates"]}
+        assert all(0 <= e < 1.5 for e in errors.values())
+
+
+def test_linear_mode_fits_every_token_while_counting_answers(tok, chat_file):
+    cal = build_calibration(tok, str(chat_file), samples=7, seq_len=96, count="answer")
+    lm = tiny_loaded("llama", tok)
+    fast = run_search(lm, cal, SearchConfig(steps=2, criterion="kl", mode="linear", bootstrap=0, batch_size=3))
+    assert_equals_oracle(fast, naive_search(lm, cal, 2, mode="linear", criterion="kl", batch_size=3))
+
+
+def test_linear_mode_resumes_with_the_maps_it_scored(tok, calib, tmp_path):
+    lm = tiny_loaded("llama", tok)
+    full = run_search(lm, calib, SearchConfig(steps=3, criterion="kl", mode="linear", bootstrap=0))
+    partial = run_search(lm, calib, SearchConfig(steps=1, criterion="kl", mode="linear", bootstrap=0))
+    resumed = run_search(lm, calib, SearchConfig(steps=3, criterion="kl", mode="linear", bootstrap=0),
+                         resume=partial)
+    assert resumed["order"] == full["order"]
+    for a, b in zip(resumed["steps"][1:], full["steps"][1:]):
+        assert [c["score"] for c in a["candidates"]] == pytest.approx([c["score"] for c in b["candidates"]], abs=1e-6)
+    with pytest.raises(NoseError, match="cannot resume"):  # maps fitted another way are another search
+        run_search(lm, calib, SearchConfig(steps=2, criterion="kl", bootstrap=0), resume=partial)
+
+
+def test_linear_mode_needs_a_greedy_criterion(tok, calib):
+    lm = tiny_loaded("llama", tok)
+    with pytest.raises(NoseError, match="--mode linear applies to greedy criteria only; cosine"):
+        run_search(lm, calib, SearchConfig(steps=2, criterion="cosine", mode="linear"))
+    result = runner.invoke(app, ["search", "--mode", "bogus"])
+    assert result.exit_code != 0 and "linear" in result.output

@@ -18,6 +18,15 @@ class Mode(str, Enum):
     thesis = "thesis"
 
 
+class SearchMode(str, Enum):
+    """Mirrors nose.search.config.SEARCH_MODES: the modes, and ``linear`` (a W fitted per candidate)."""
+
+    skip = "skip"
+    double = "double"
+    thesis = "thesis"
+    linear = "linear"
+
+
 class Criterion(str, Enum):
     """Mirrors nose.search.criteria.CRITERIA (a test checks), written out so --help needs no torch."""
 

@@ -62,11 +62,10 @@ FitTargetOpt = Annotated[str, typer.Option(help="What the linear fit imitates: a
 
 
 def check_replace(replace: str, mode: str, layers: list[int] | None = None) -> None:
-    """--replace and --mode, checked before the model loads."""
-    if replace not in ("none", "linear"):
-        raise NoseError(f"unknown --replace {replace!r}; choose none or linear")
-    if replace == "linear" and mode != "skip":
-        raise NoseError("--mode applies to --replace none; a linear replacement is its own map")
+    """--replace and --mode, and --drop-attention for a linear replacement, before the model loads."""
+    from nose.shrink.pipeline import check_replace as check_replace_mode
+
+    check_replace_mode(replace, mode)
     if replace == "linear" and layers is not None and not layers:
         raise NoseError("--replace linear needs --drop-attention (the layers to replace)")
 

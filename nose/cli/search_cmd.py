@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from nose.cli.common import (Criterion, DeviceMapOpt, DeviceOpt, DtypeOpt, JsonOpt, Mode, ModelOpt, parse_layers,
+from nose.cli.common import (Criterion, DeviceMapOpt, DeviceOpt, DtypeOpt, JsonOpt, ModelOpt, SearchMode, parse_layers,
                              progress_bar, quiet_transformers, stderr_console, user_errors)
 from nose.errors import NoseError
 
@@ -29,8 +29,10 @@ def search(
              "reports/criteria.md), nose (transfer entropy, greedy, as published), nose-abs (|TE|), loss "
              "(LM-loss increase, greedy), cosine (attention-drop 1-cos, one shot), last (deepest first), "
              "random (seeded by --seed).")] = Criterion.nose,
-    mode: Annotated[Mode, typer.Option(help="Replacement while scoring: skip (h=x), double (h=2x), "
-                                            "thesis (h=x+2·LN1(x)).")] = Mode.skip,
+    mode: Annotated[SearchMode, typer.Option(
+        help="Replacement while scoring (greedy criteria): skip (h=x), double (h=2x), thesis (h=x+2·LN1(x)), "
+             "linear (h=x+W·LN1(x), W fitted per candidate on the calibration rows: picks the layers a "
+             "linear repair restores best; pair it with nose shrink --replace linear).")] = SearchMode.skip,
     target: Annotated[str, typer.Option(help="NOSE's entropy features: final (after the last norm), logits, "
                                              "layer:N.")] = "final",
     protect: Annotated[str | None, typer.Option(help="Layers never removed, e.g. 3,5.")] = None,

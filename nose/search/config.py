@@ -9,6 +9,8 @@ from nose.model.switches import MODES, check_layer_indices
 from nose.search.criteria import CRITERIA
 from nose.search.target import Target
 
+SEARCH_MODES = MODES + ("linear",)  # linear: each candidate's W fitted in the search's state
+
 
 @dataclass
 class SearchConfig:
@@ -16,7 +18,7 @@ class SearchConfig:
 
     steps: int = 4  # attention sublayers to select
     criterion: str = "nose"  # see CRITERIA
-    mode: str = "skip"  # switch mode while scoring (greedy criteria): skip | double | thesis
+    mode: str = "skip"  # replacement while scoring (greedy criteria): skip | double | thesis | linear
     target: str = "final"  # criteria without a fixed target (nose, nose-abs): final | logits | layer:N
     protect: list[int] = field(default_factory=list)  # layers never removed
     protect_layer0: bool = True  # engines need layer 0's attention (DESIGN.md, export)
@@ -28,8 +30,11 @@ class SearchConfig:
         """Check against the model; ``absent``: layers whose attention an export already removed."""
         if self.criterion not in CRITERIA:
             raise NoseError(f"unknown criterion {self.criterion!r}; choose one of {', '.join(CRITERIA)}")
-        if self.mode not in MODES:
-            raise NoseError(f"unknown mode {self.mode!r}; choose one of {', '.join(MODES)}")
+        if self.mode not in SEARCH_MODES:
+            raise NoseError(f"unknown mode {self.mode!r}; choose one of {', '.join(SEARCH_MODES)}")
+        if self.mode == "linear" and not CRITERIA[self.criterion].greedy:
+            raise NoseError(f"--mode linear applies to greedy criteria only; {self.criterion} ranks the intact "
+                            "model in one shot")
         if self.batch_size < 1:
             raise NoseError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.bootstrap < 0:

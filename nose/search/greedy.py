@@ -11,6 +11,13 @@ A criterion measures one statistic of a state and scores ``score(value(S), value
 ``TE_i = H(S) − H(S ∪ {i})`` for NOSE, the loss increase for ``loss``, the KL of S ∪ {i} itself
 for ``kl``.
 
+Replacement while scoring (``mode``): a parameter-free one (skip, double, thesis) for every
+layer, or ``linear``: before each step, every candidate's ``W·LN1(x)`` is fitted alone on the
+calibration rows in state S (:func:`nose.shrink.linear_fit.fit_each`; one forward per batch),
+and i is scored replaced by it. A selected layer keeps the map it was scored with, so S is
+what the search measured; ``nose shrink`` refits the final set sequentially. This chooses the
+layers a linear repair restores best, rather than the ones whose plain removal hurts least.
+
 Uncertainty: the calibration samples are resampled with replacement (paired across candidates,
 seeded by ``(seed, step)``) to give a 95 % percentile interval for each score, and the winner's
 margin over the runner-up (see :func:`nose.search.steps.step_record`).
@@ -23,6 +30,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from nose.model.loading import LoadedModel
+from nose.model.replacements import Replacement, uniform
 from nose.model.switches import attention_switched
 from nose.search.calibration import CalibrationSet
 from nose.search.config import SearchConfig
@@ -30,6 +38,7 @@ from nose.search.criteria import CRITERIA
 from nose.search.prefix import PrefixRunner
 from nose.search.steps import bootstrap_weights, step_record
 from nose.search.target import Target, TargetHook
+from nose.shrink.linear_fit import FitConfig, fit_each
 
 
 @dataclass
@@ -40,10 +49,11 @@ class StepStats:
     candidates: dict
 
 
-def score_step(lm: LoadedModel, calib: CalibrationSet, removed: list[int], candidates: list[int],
-               config: SearchConfig, target: Target, runner: PrefixRunner,
+def score_step(lm: LoadedModel, calib: CalibrationSet, state: dict[int, Replacement],
+               candidates: dict[int, Replacement], config: SearchConfig, target: Target, runner: PrefixRunner,
                advance: Callable[[], None] = lambda: None) -> StepStats:
-    """Collect the criterion's statistic for state ``removed`` and for each candidate added to it."""
+    """Collect the criterion's statistic for ``state`` (the removed layers' replacements) and for
+    each candidate added to it with its replacement."""
     criterion = CRITERIA[config.criterion]
     base = criterion.statistic()
     per = {i: criterion.statistic() for i in candidates}
@@ -51,16 +61,25 @@ def score_step(lm: LoadedModel, calib: CalibrationSet, removed: list[int], candi
         for batch in calib.batches(config.batch_size, criterion.positions):
             if criterion.reference:
                 batch.reference = runner.reference(batch)
-            with attention_switched(lm.model, removed, config.mode, adapter=lm.adapter):
+            with attention_switched(lm.model, state, adapter=lm.adapter):
                 hook.collect(base, batch)
                 runner.base(batch)
-                for i in candidates:
+                for i, replacement in candidates.items():
                     hook.collect(per[i], batch)
-                    with attention_switched(lm.model, [i], config.mode, adapter=lm.adapter):
+                    with attention_switched(lm.model, {i: replacement}, adapter=lm.adapter):
                         runner.tail(i)
                 hook.collect(None)
             advance()
     return StepStats(base, per)
+
+
+def candidate_replacements(lm: LoadedModel, calib: CalibrationSet, state: dict[int, Replacement],
+                           candidates: list[int], config: SearchConfig) -> tuple[dict[int, Replacement], dict | None]:
+    """Each candidate's replacement in ``state``, and for ``linear`` each fit's relative held-out error."""
+    if config.mode != "linear":
+        return uniform(candidates, config.mode), None
+    fitted, errors = fit_each(lm, candidates, calib, state, FitConfig(batch_size=config.batch_size))
+    return fitted, errors
 
 
 def summarize_step(stats: StepStats, config: SearchConfig, step: int, target: Target) -> dict:
@@ -87,17 +106,31 @@ def greedy_steps(lm: LoadedModel, calib: CalibrationSet, config: SearchConfig, t
     """
     runner = PrefixRunner(lm.model, lm.adapter, target)
     removed = list(removed)
+    state: dict[int, Replacement] = {}
+    fit_passes = 0  # linear: one forward over the calibration per fit
+
+    def replacements_in(candidates_now):
+        nonlocal fit_passes
+        fit_passes += config.mode == "linear"
+        return candidate_replacements(lm, calib, state, candidates_now, config)
+
+    for i in removed:  # a resumed search: the maps its layers were scored with, refitted alike
+        state[i] = replacements_in([i])[0][i]
     for step in range(len(removed), config.steps):
         t0 = time.perf_counter()
         remaining = [i for i in candidates if i not in removed]
         if progress:
             progress.update(task, description=f"step {step + 1}/{config.steps}: {len(remaining)} candidates")
-        stats = score_step(lm, calib, removed, remaining, config, target, runner,
+        replacements, fit_errors = replacements_in(remaining)
+        stats = score_step(lm, calib, state, replacements, config, target, runner,
                            advance=(lambda: progress.advance(task)) if progress else (lambda: None))
         entry = summarize_step(stats, config, step, target)
         entry["removed_before"] = sorted(removed)
+        if fit_errors is not None:
+            entry["fit_heldout_relative_error"] = {str(i): round(e, 6) for i, e in sorted(fit_errors.items())}
         entry["seconds"] = round(time.perf_counter() - t0, 3)
         removed.append(entry["selected"])
-        work.update(layer_forwards=runner.layer_calls, head_forwards=runner.head_calls)
+        state[entry["selected"]] = replacements[entry["selected"]]
+        work.update(layer_forwards=runner.layer_calls + fit_passes * calib.samples * lm.num_layers,
+                    head_forwards=runner.head_calls)
         yield entry
-

@@ -5,7 +5,8 @@ criteria), ``candidates`` (``layer``, ``value``, ``score``, ``ci95``), ``selecte
 score, ties to the lower layer), its ``score`` and ``ci95``, ``runner_up`` and
 ``runner_up_score``, ``p_win`` (share of bootstrap replicates in which the winner stays below
 the runner-up) and ``separated`` (the 95 % interval of that margin excludes 0); the caller adds
-``removed_before`` and ``seconds``.
+``removed_before`` and ``seconds``, and with ``--mode linear`` ``fit_heldout_relative_error``
+(each candidate's fitted W: held-out squared error over the attention output's energy).
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ import torch
 from nose.errors import NoseError
 from nose.model.adapters import first_output
 from nose.model.loading import LoadedModel
-from nose.model.replacements import Linear
+from nose.model.replacements import Linear, Replacement
 from nose.model.switches import attention_switched, check_layer_indices
 from nose.search.calibration import CalibrationSet
 
@@ -96,16 +96,17 @@ class _Moments:
         return m.T.contiguous(), alpha, err / max(self.hc, 1e-300)
 
 
-def _layer_arguments(lm: LoadedModel, batch) -> tuple[torch.Tensor, list[dict]]:
-    """Layer 0's input and every layer's keyword arguments for one batch (one intact forward)."""
+def _layer_inputs(lm: LoadedModel, batch, keep) -> tuple[dict[int, torch.Tensor], list[dict]]:
+    """The inputs of the layers in ``keep`` and every layer's keyword arguments for one batch, from
+    one forward of the model as it is switched now."""
     layers = lm.adapter.layers_of(lm.model)
     kwargs: list[dict] = [{} for _ in layers]
-    first: list[torch.Tensor] = []
+    inputs: dict[int, torch.Tensor] = {}
 
     def record(i):
         def hook(module, args, kw):
-            if i == 0:
-                first.append(args[0] if args else kw["hidden_states"])
+            if i in keep:
+                inputs[i] = args[0] if args else kw["hidden_states"]
             kwargs[i] = {k: v for k, v in kw.items() if k != "hidden_states"}
         return hook
 
@@ -117,7 +118,12 @@ def _layer_arguments(lm: LoadedModel, batch) -> tuple[torch.Tensor, list[dict]]:
     finally:
         for h in handles:
             h.remove()
-    return first[0], kwargs
+    return inputs, kwargs
+
+
+def _heldout_rows(start: int, size: int, every: int, device) -> torch.Tensor:
+    """(size,) bool: which rows of the batch starting at row ``start`` score the ridge strengths."""
+    return (torch.arange(start, start + size) % every == every - 1).to(device)
 
 
 @torch.no_grad()
@@ -132,9 +138,9 @@ def fit_linear(lm: LoadedModel, layers: list[int], calib: CalibrationSet, config
     hidden = lm.model.config.hidden_size
     batches, streams = [], []
     for start, batch in zip(range(0, calib.samples, config.batch_size), calib.batches(config.batch_size, "token")):
-        x, kwargs = _layer_arguments(lm, batch)
-        rows = torch.arange(start, start + batch.size)
-        heldout = (rows % config.heldout_every == config.heldout_every - 1).to(x.device)
+        inputs, kwargs = _layer_inputs(lm, batch, keep={0})
+        x = inputs[0]
+        heldout = _heldout_rows(start, batch.size, config.heldout_every, x.device)
         batches.append((kwargs, batch.count_mask.bool().to(x.device), heldout))
         streams.append(x)
     intact = list(streams) if config.target == "stream" else None
@@ -156,6 +162,8 @@ def fit_linear(lm: LoadedModel, layers: list[int], calib: CalibrationSet, config
             w, alpha, err = moments.solve(config.alphas)
             fitted[j] = Linear(w.to(streams[0].dtype))
             report["layers"][str(j)] = {"alpha": alpha, "heldout_relative_error": err}
+        if j == max(layers):  # nothing deeper is fitted: the streams need not go on
+            break
         with attention_switched(lm.model, {j: fitted[j]} if j in fitted else {}, adapter=lm.adapter):
             for k, (kwargs, _, _) in enumerate(batches):
                 streams[k] = first_output(layer(streams[k], **kwargs[j]))
@@ -164,4 +172,40 @@ def fit_linear(lm: LoadedModel, layers: list[int], calib: CalibrationSet, config
                 intact[k] = first_output(layer(intact[k], **kwargs[j]))
         if progress:
             progress.advance(task)
+    if progress:
+        progress.advance(task)
     return fitted, report
+
+
+@torch.no_grad()
+def fit_each(lm: LoadedModel, layers: list[int], calib: CalibrationSet, state: dict[int, Replacement] | None = None,
+             config: FitConfig = FitConfig()) -> tuple[dict[int, Linear], dict[int, float]]:
+    """A replacement for each of ``layers`` fitted alone, on the inputs it sees with ``state`` (a
+    ``{layer: Replacement}`` dict) switched on and no other layer of ``layers`` replaced: what
+    a greedy search scores candidate i with (``nose search --mode linear``). Returns the maps
+    and each one's relative held-out error.
+
+    Every real token of ``calib`` counts (as in :func:`fit_linear`, whose rows count all tokens),
+    whatever tokens the search's statistics count. One forward per batch records every layer's
+    input; memory: four hidden² float64 matrices per layer of ``layers``.
+    """
+    config.validate()
+    decoder = lm.adapter.layers_of(lm.model)
+    hidden = lm.model.config.hidden_size
+    keep = set(layers)
+    moments: dict[int, _Moments] = {}
+    with attention_switched(lm.model, state or {}, adapter=lm.adapter):
+        for start, batch in zip(range(0, calib.samples, config.batch_size), calib.batches(config.batch_size, "token")):
+            inputs, kwargs = _layer_inputs(lm, batch, keep)
+            for i in layers:
+                x = inputs[i]
+                heldout = _heldout_rows(start, batch.size, config.heldout_every, x.device)
+                normed = lm.adapter.attn_norm_of(decoder[i])(x)
+                out = lm.adapter.attention_of(decoder[i])(normed, **kwargs[i])[0]
+                moments.setdefault(i, _Moments(hidden, x.device)).add(
+                    normed, out, batch.attention_mask.bool().to(x.device), heldout)
+    fitted, errors = {}, {}
+    for i in layers:
+        w, _, errors[i] = moments[i].solve(config.alphas)
+        fitted[i] = Linear(w.to(lm.dtype))
+    return fitted, errors

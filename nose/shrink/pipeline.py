@@ -61,15 +61,20 @@ class ShrinkConfig:
             raise NoseError("pass exactly one of --layers and --search")
         if self.search and self.k is None:
             raise NoseError("--search needs --k (how many of its layers to remove)")
-        if self.replace not in REPLACE:
-            raise NoseError(f"unknown --replace {self.replace!r}; choose none or linear")
-        if self.mode not in FIXED:
-            raise NoseError(f"unknown --mode {self.mode!r}; choose one of {', '.join(FIXED)}")
-        if self.replace == "linear" and self.mode != "skip":
-            raise NoseError("--mode applies to --replace none; a linear replacement is its own map")
+        check_replace(self.replace, self.mode)
         self.heal.validate()
         if self.replace == "linear":
             self.fit.validate()
+
+
+def check_replace(replace: str, mode: str) -> None:
+    """``--replace`` and ``--mode`` (shrink, evaluate, sweep), before any model loads."""
+    if replace not in REPLACE:
+        raise NoseError(f"unknown --replace {replace!r}; choose {' or '.join(REPLACE)}")
+    if mode not in FIXED:
+        raise NoseError(f"unknown --mode {mode!r}; choose one of {', '.join(FIXED)}")
+    if replace == "linear" and mode != "skip":
+        raise NoseError("--mode applies to --replace none; a linear replacement is its own map")
 
 
 def data_source(spec: str, model_id: str) -> str:
