@@ -8,9 +8,9 @@ existing checkpoint is kept whatever ``--heal`` says now (move it away to heal i
 With ``--sweep``, the intact model and the ``removed`` variant are read from a finished
 ``nose sweep`` with the same settings (in memory; an export with attention deleted has the
 same logits, ``tests/test_export.py``) instead of being evaluated again.
-Writes ``reports/repair/summary.json`` (rows of earlier runs with the same model, order and
-benchmark are kept; healed rows carry their healing settings) and prints the table for
-``reports/repair.md``.
+Writes ``reports/repair/summary.json`` (each row names its order; rows of earlier runs with the
+same model and benchmark are kept; healed rows carry their healing settings) and prints the
+table for ``reports/repair.md``.
 
     python benchmarks/repair.py --order runs/h2h/search-kl-translate --k 3,6,8 \\
         --benchmark <G-TransEval clone> --work runs/repair --heal "--steps 60 --lr 1e-5"
@@ -29,9 +29,9 @@ sys.path.insert(0, str(ROOT))
 
 VARIANTS = {  # name: (replace, healing, further nose shrink options)
     "removed": ("none", False, ()),
-    "linear": ("linear", False, ()),
+    "linear": ("linear", False, ("--fit-samples", "64")),  # the first fit (64 transcripts)
     "linear-stream": ("linear", False, ("--fit-target", "stream")),
-    "linear-198": ("linear", False, ("--fit-samples", "198")),  # every training transcript of Qwen2.5-Coder
+    "linear-198": ("linear", False, ("--fit-samples", "198")),  # every training transcript: shrink's default
     "healed": ("none", True, ()),
     "linear+healed": ("linear", True, ()),
 }
@@ -47,12 +47,12 @@ def nose(*args: str, log: Path) -> None:
         sys.exit(f"nose {' '.join(args[:2])} failed; see {log}")
 
 
-def row(variant: str, k: int, layers: list[int], metrics: dict, intact: dict, efficiency: dict, cost: dict,
-        checkpoint: Path | None, evaluation: Path, healing: dict | None = None) -> dict:
+def row(order: str, variant: str, k: int, layers: list[int], metrics: dict, intact: dict, efficiency: dict,
+        cost: dict, checkpoint: Path | None, evaluation: Path, healing: dict | None = None) -> dict:
     """One row of summary.json: quality (``metrics``, CA by type as plain percentages), size
     (``efficiency``: KV cache and parameter counts), the repair's cost (a checkpoint's
     ``repair_cost``) and, for healed rows, the healing settings and held-out validation."""
-    return {"variant": variant, "k": k, "layers": layers, "ca_percent": metrics["ca_percent"],
+    return {"order": order, "variant": variant, "k": k, "layers": layers, "ca_percent": metrics["ca_percent"],
             "intact_ca_percent": intact["ca_percent"], "ca_by_type": metrics["ca_by_type"],
             "codebleu": metrics["codebleu"], "bleu": metrics["bleu"], "verdicts": metrics["verdicts"],
             "kv_cache_bytes_per_token": efficiency["kv_cache_bytes_per_token"],
@@ -71,28 +71,28 @@ def read_metrics(evaluation: Path) -> dict:
 
 
 def with_differences(rows: list[dict]) -> list[dict]:
-    """Each repaired row gains ``ca_minus_removed``: its CA minus the removed row's of the same k,
-    percentage points with the paired 95 % bootstrap interval [difference, low, high]."""
+    """Each repaired row gains ``ca_minus_removed``: its CA minus the removed row's of the same
+    order and k, percentage points with the paired 95 % bootstrap interval [difference, low, high]."""
     from nose.evaluate.sweep import passed_by_id
     from nose.report.sweep_report import paired_ca_difference
 
-    removed = {r["k"]: passed_by_id(Path(r["evaluation"])) for r in rows if r["variant"] == "removed"}
+    removed = {(r["order"], r["k"]): passed_by_id(Path(r["evaluation"])) for r in rows if r["variant"] == "removed"}
     for r in rows:
-        if r["variant"] != "removed" and r["k"] in removed:
-            difference = paired_ca_difference(passed_by_id(Path(r["evaluation"])), removed[r["k"]])
+        if r["variant"] != "removed" and (r["order"], r["k"]) in removed:
+            difference = paired_ca_difference(passed_by_id(Path(r["evaluation"])), removed[r["order"], r["k"]])
             r["ca_minus_removed"] = [round(float(v), 2) for v in difference]
     return rows
 
 
 def merged_rows(path: Path, summary: dict, rows: list[dict]) -> list[dict]:
-    """This run's rows plus those of an earlier summary made with the same model, order and benchmark
-    (a row of this run replaces the earlier one of the same k and variant), by k and variant."""
+    """This run's rows plus those of an earlier summary made with the same model and benchmark (a
+    row of this run replaces the earlier one of the same order, k and variant), by k, order and variant."""
     if path.exists():
         old = json.loads(path.read_text())
-        if all(old.get(key) == summary[key] for key in ("model", "order", "benchmark")):
-            new = {(r["k"], r["variant"]) for r in rows}
-            rows = [r for r in old["rows"] if (r["k"], r["variant"]) not in new] + rows
-    return sorted(rows, key=lambda r: (r["k"], list(VARIANTS).index(r["variant"])))
+        if all(old.get(key) == summary[key] for key in ("model", "benchmark")):
+            new = {(r["order"], r["k"], r["variant"]) for r in rows}
+            rows = [r for r in old["rows"] if (r["order"], r["k"], r["variant"]) not in new] + rows
+    return sorted(rows, key=lambda r: (r["k"], r["order"], list(VARIANTS).index(r["variant"])))
 
 
 def main() -> None:
@@ -138,7 +138,7 @@ def main() -> None:
             replace, healing, options = VARIANTS[name]
             in_memory = swept.get(eval_name(order[:k], "skip")) if name == "removed" else None
             if in_memory:
-                rows.append(row(name, k, sorted(order[:k]), in_memory, intact, in_memory, NO_REPAIR, None,
+                rows.append(row(args.order, name, k, sorted(order[:k]), in_memory, intact, in_memory, NO_REPAIR, None,
                                 args.sweep / "evals" / eval_name(order[:k], "skip")))
                 continue
             ckpt = work / f"k{k}-{name.replace('+', '-')}"
@@ -155,20 +155,20 @@ def main() -> None:
             efficiency = {"kv_cache_bytes_per_token": kv_cache_bytes_per_token(lm.model, lm.adapter),
                           **parameter_counts(lm.model, lm.adapter)}
             healed = {key: meta["healing"][key] for key in HEALING_KEYS} if meta["healing"]["steps"] else None
-            rows.append(row(name, k, meta["removed_attention"], metrics, intact, efficiency, meta["repair_cost"],
+            rows.append(row(args.order, name, k, meta["removed_attention"], metrics, intact, efficiency, meta["repair_cost"],
                             ckpt, eval_dir, healed))
             del lm
-    summary = {"model": args.model, "order": args.order, "benchmark": {"limit": int(args.limit), "stratified": True},
+    summary = {"model": args.model, "benchmark": {"limit": int(args.limit), "stratified": True},
                "intact": {"ca_percent": intact["ca_percent"], "codebleu": intact["codebleu"],
                           "ca_by_type": intact["ca_by_type"]}}
     rows = with_differences(merged_rows(args.out / "summary.json", summary, rows))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "summary.json").write_text(json.dumps({**summary, "rows": rows}, indent=2) + "\n")
-    table = [("| k | variant | CA [%] | kept of intact | CodeBLEU | KV [bytes/token] | parameters [M] | "
+    table = [("| k | order | variant | CA [%] | kept of intact | CodeBLEU | KV [bytes/token] | parameters [M] | "
               "repair [min] | repair tokens | CA − removed [95 % CI] |"),
-             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
-        table.append(f"| {r['k']} | {r['variant']} | {r['ca_percent']:.1f} | "
+        table.append(f"| {r['k']} | {Path(r['order']).name} | {r['variant']} | {r['ca_percent']:.1f} | "
                      f"{100 * r['ca_percent'] / r['intact_ca_percent']:.0f} % | {r['codebleu']:.1f} | "
                      f"{r['kv_cache_bytes_per_token']:,} | {r['parameters'] / 1e6:.2f} | "
                      f"{r['repair_seconds'] / 60:.1f} | {r['repair_tokens']:,} | "
