@@ -78,6 +78,7 @@ def with_differences(rows: list[dict]) -> list[dict]:
 
     removed = {(r["order"], r["k"]): passed_by_id(Path(r["evaluation"])) for r in rows if r["variant"] == "removed"}
     for r in rows:
+        r.pop("ca_minus_removed", None)
         if r["variant"] != "removed" and (r["order"], r["k"]) in removed:
             difference = paired_ca_difference(passed_by_id(Path(r["evaluation"])), removed[r["order"], r["k"]])
             r["ca_minus_removed"] = [round(float(v), 2) for v in difference]
