@@ -131,6 +131,7 @@ def greedy_steps(lm: LoadedModel, calib: CalibrationSet, config: SearchConfig, t
         entry["seconds"] = round(time.perf_counter() - t0, 3)
         removed.append(entry["selected"])
         state[entry["selected"]] = replacements[entry["selected"]]
-        work.update(layer_forwards=runner.layer_calls + fit_passes * calib.samples * lm.num_layers,
+        batches = -(-calib.samples // config.batch_size)  # the runner counts layer forwards per batch
+        work.update(layer_forwards=runner.layer_calls + fit_passes * batches * lm.num_layers,
                     head_forwards=runner.head_calls)
         yield entry
