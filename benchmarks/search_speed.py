@@ -57,7 +57,7 @@ def main() -> None:
     lm = load_model(args.model, dtype=args.dtype, device=args.device)
     calib = build_calibration(lm.tokenizer, "stdlib", samples=args.samples, seq_len=args.seq_len)
     config = SearchConfig(steps=args.steps, batch_size=args.batch_size)
-    batches = -(-calib.samples // args.batch_size)
+    batches = calib.batch_count(args.batch_size)
 
     def timed(fn):
         if lm.device.type == "cuda":

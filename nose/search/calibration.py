@@ -134,6 +134,10 @@ class CalibrationSet:
     def counted_tokens(self) -> int:
         return int(self.count_mask.sum())
 
+    def batch_count(self, batch_size: int) -> int:
+        """How many batches :meth:`batches` yields."""
+        return -(-self.samples // batch_size)
+
     def sha256(self) -> str:
         """Hash of the exact token ids and masks used (recorded in search.json)."""
         h = hashlib.sha256()

@@ -78,8 +78,7 @@ def candidate_replacements(lm: LoadedModel, calib: CalibrationSet, state: dict[i
     """Each candidate's replacement in ``state``, and for ``linear`` each fit's relative held-out error."""
     if config.mode != "linear":
         return uniform(candidates, config.mode), None
-    fitted, errors = fit_each(lm, candidates, calib, state, FitConfig(batch_size=config.batch_size))
-    return fitted, errors
+    return fit_each(lm, candidates, calib, state, FitConfig(batch_size=config.batch_size))
 
 
 def summarize_step(stats: StepStats, config: SearchConfig, step: int, target: Target) -> dict:
@@ -107,21 +106,16 @@ def greedy_steps(lm: LoadedModel, calib: CalibrationSet, config: SearchConfig, t
     runner = PrefixRunner(lm.model, lm.adapter, target)
     removed = list(removed)
     state: dict[int, Replacement] = {}
-    fit_passes = 0  # linear: one forward over the calibration per fit
-
-    def replacements_in(candidates_now):
-        nonlocal fit_passes
-        fit_passes += config.mode == "linear"
-        return candidate_replacements(lm, calib, state, candidates_now, config)
-
     for i in removed:  # a resumed search: the maps its layers were scored with, refitted alike
-        state[i] = replacements_in([i])[0][i]
+        state[i] = candidate_replacements(lm, calib, state, [i], config)[0][i]
+    # linear: one fit per layer in state, each a forward over every batch (the runner counts per batch)
+    fit_forwards_per_layer = lm.num_layers * calib.batch_count(config.batch_size) if config.mode == "linear" else 0
     for step in range(len(removed), config.steps):
         t0 = time.perf_counter()
         remaining = [i for i in candidates if i not in removed]
         if progress:
             progress.update(task, description=f"step {step + 1}/{config.steps}: {len(remaining)} candidates")
-        replacements, fit_errors = replacements_in(remaining)
+        replacements, fit_errors = candidate_replacements(lm, calib, state, remaining, config)
         stats = score_step(lm, calib, state, replacements, config, target, runner,
                            advance=(lambda: progress.advance(task)) if progress else (lambda: None))
         entry = summarize_step(stats, config, step, target)
@@ -131,7 +125,6 @@ def greedy_steps(lm: LoadedModel, calib: CalibrationSet, config: SearchConfig, t
         entry["seconds"] = round(time.perf_counter() - t0, 3)
         removed.append(entry["selected"])
         state[entry["selected"]] = replacements[entry["selected"]]
-        batches = -(-calib.samples // config.batch_size)  # the runner counts layer forwards per batch
-        work.update(layer_forwards=runner.layer_calls + fit_passes * batches * lm.num_layers,
+        work.update(layer_forwards=runner.layer_calls + len(state) * fit_forwards_per_layer,
                     head_forwards=runner.head_calls)
         yield entry

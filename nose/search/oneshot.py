@@ -78,7 +78,7 @@ def cosine_rank(lm: LoadedModel, calib: CalibrationSet, config, candidates: list
                 advance=lambda: None, work: dict | None = None) -> tuple[dict[int, float], dict[int, np.ndarray] | None]:
     sums, n = cosine_sums(lm, calib, candidates, config.batch_size, advance)
     if work is not None:  # one backbone pass per batch
-        work["layer_forwards"] = lm.num_layers * -(-calib.samples // config.batch_size)
+        work["layer_forwards"] = lm.num_layers * calib.batch_count(config.batch_size)
     scores = {i: float(sums[i].sum() / n.sum()) for i in candidates}
     boot = None
     if config.bootstrap > 0 and len(n) > 1:

@@ -54,7 +54,7 @@ def run_search(lm: LoadedModel, calib: CalibrationSet, config: SearchConfig, out
         if out_dir is not None:
             write_json_atomic(Path(out_dir) / FILENAME, record)
 
-    n_batches = -(-calib.samples // config.batch_size)
+    n_batches = calib.batch_count(config.batch_size)
     if greedy:
         done = len(record["steps"])
         task = progress.add_task("search", total=config.steps * n_batches,

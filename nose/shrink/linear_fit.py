@@ -162,6 +162,8 @@ def fit_linear(lm: LoadedModel, layers: list[int], calib: CalibrationSet, config
             w, alpha, err = moments.solve(config.alphas)
             fitted[j] = Linear(w.to(streams[0].dtype))
             report["layers"][str(j)] = {"alpha": alpha, "heldout_relative_error": err}
+        if progress:
+            progress.advance(task)
         if j == max(layers):  # nothing deeper is fitted: the streams need not go on
             break
         with attention_switched(lm.model, {j: fitted[j]} if j in fitted else {}, adapter=lm.adapter):
@@ -170,10 +172,6 @@ def fit_linear(lm: LoadedModel, layers: list[int], calib: CalibrationSet, config
         if intact is not None:
             for k, (kwargs, _, _) in enumerate(batches):
                 intact[k] = first_output(layer(intact[k], **kwargs[j]))
-        if progress:
-            progress.advance(task)
-    if progress:
-        progress.advance(task)
     return fitted, report
 
 
@@ -197,13 +195,14 @@ def fit_each(lm: LoadedModel, layers: list[int], calib: CalibrationSet, state: d
     with attention_switched(lm.model, state or {}, adapter=lm.adapter):
         for start, batch in zip(range(0, calib.samples, config.batch_size), calib.batches(config.batch_size, "token")):
             inputs, kwargs = _layer_inputs(lm, batch, keep)
+            heldout = _heldout_rows(start, batch.size, config.heldout_every, "cpu")
+            real = batch.attention_mask.bool()
             for i in layers:
                 x = inputs[i]
-                heldout = _heldout_rows(start, batch.size, config.heldout_every, x.device)
                 normed = lm.adapter.attn_norm_of(decoder[i])(x)
                 out = lm.adapter.attention_of(decoder[i])(normed, **kwargs[i])[0]
                 moments.setdefault(i, _Moments(hidden, x.device)).add(
-                    normed, out, batch.attention_mask.bool().to(x.device), heldout)
+                    normed, out, real.to(x.device), heldout.to(x.device))
     fitted, errors = {}, {}
     for i in layers:
         w, _, errors[i] = moments[i].solve(config.alphas)
