@@ -27,11 +27,13 @@ def plot_sweep(record: dict, path: Path) -> Path:
                 for label in labels}
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
     markers = "osD^v<>ph*"
+    drawn = [label for label in labels if label not in randoms or len(randoms) == 1]
+    colours = plt.get_cmap("tab10" if len(drawn) <= 10 else "tab20").colors  # no colour drawn twice
     for ax, (key, title) in zip(axes, PANELS):
-        for n, label in enumerate(label for label in labels if label not in randoms or len(randoms) == 1):
+        for n, label in enumerate(drawn):
             rows = by_order[label]
             ax.plot([r["k"] for r in rows], [r[key] for r in rows], marker=markers[n % len(markers)],
-                    label=label, linestyle="-" if "reverse" not in label else "--")
+                    color=colours[n % len(colours)], label=label, linestyle="-" if "reverse" not in label else "--")
         if len(randoms) > 1:
             ks = sorted(set.intersection(*({r["k"] for r in by_order[label]} for label in randoms)))
             values = np.array([[next(r[key] for r in by_order[label] if r["k"] == k) for k in ks] for label in randoms])
