@@ -132,9 +132,39 @@ def test_a_kill_while_resuming_loses_no_finished_sample(tiny_lm, tmp_path, monke
 
     monkeypatch.setattr(run_module.json, "dumps", killed)
     with pytest.raises(KeyboardInterrupt):
-        run_module.read_done(path, json.loads(lines[0])["settings_hash"])
+        run_module.read_done(path, (json.loads(lines[0])["settings_hash"],))
     monkeypatch.setattr(run_module.json, "dumps", real)
     assert path.read_text().splitlines()[:4] == lines  # every finished sample is still there
+
+
+def no_generation(monkeypatch):
+    monkeypatch.setattr(run_module, "generate_transformers",
+                        lambda *a, **k: pytest.fail("a finished sample was generated again"))
+
+
+def test_a_moved_model_reuses_its_finished_run(saved_tiny, tmp_path, monkeypatch, tiny_bench):
+    import shutil
+
+    first_dir = saved_tiny("llama")
+    first = run(tiny_bench, load_model(str(first_dir)), tmp_path / "out")
+    moved = shutil.copytree(first_dir, tmp_path / "elsewhere")
+    no_generation(monkeypatch)
+    again = run(tiny_bench, load_model(str(moved)), tmp_path / "out")
+    assert again["resumed_samples"] == 4 and again["metrics"] == first["metrics"]
+    assert again["settings_hash"] == first["settings_hash"]
+
+
+def test_a_run_hashed_with_the_model_folder_still_resumes(tiny_lm, tmp_path, monkeypatch, tiny_bench):
+    first = run(tiny_bench, tiny_lm, tmp_path)
+    samples = select(load_benchmark(tiny_bench), ids=IDS)
+    gen = GenerationConfig(max_new_tokens=6, batch_size=2)
+    current, earlier = run_module.run_digests(tiny_lm, samples, PromptConfig(), gen, EvalConfig(efficiency=False))
+    assert current == first["settings_hash"] != earlier
+    path = tmp_path / "samples.jsonl"
+    path.write_text(path.read_text().replace(current, earlier))  # as nose wrote it before
+    no_generation(monkeypatch)
+    assert run(tiny_bench, tiny_lm, tmp_path)["resumed_samples"] == 4
+    assert {json.loads(x)["settings_hash"] for x in path.read_text().splitlines()} == {current}
 
 
 def test_vllm_backend_refuses_what_it_cannot_honour(saved_tiny, tmp_path, tiny_bench):

@@ -30,7 +30,7 @@ from nose.errors import NoseError
 from nose.evaluate import efficiency
 from nose.evaluate.benchmark import Sample
 from nose.evaluate.generation import GenerationConfig, PromptConfig
-from nose.evaluate.run import RESULTS, SAMPLES, EvalConfig, evaluate, run_digest
+from nose.evaluate.run import RESULTS, SAMPLES, EvalConfig, evaluate, run_digests
 from nose.files import read_json_file, write_json_atomic
 from nose.model.loading import LoadedModel
 from nose.model.switches import attention_switched
@@ -110,7 +110,7 @@ def finished(lm: LoadedModel, samples: list[Sample], prompt: PromptConfig, gen: 
     done = out_dir / RESULTS
     if done.exists():
         results = read_json_file(done, RESULTS, "nose.evaluate/1", "nose evaluate")
-        if results.get("settings_hash") == run_digest(lm, samples, prompt, gen, config):
+        if results.get("settings_hash") in run_digests(lm, samples, prompt, gen, config):
             return results
     return None
 
