@@ -42,17 +42,19 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=1000)
     ap.add_argument("--seq-len", type=int, default=640)
     ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    ap.add_argument("--dtype", default="auto", help="auto (fp32 on CPU, bf16 on GPU), float32, bfloat16")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
 
-    lm = load_model(args.model)
+    lm = load_model(args.model, dtype=args.dtype, device=args.device)
     source = resolve_source(args.data, lm, log=print)
     calib = build_calibration(lm.tokenizer, source, samples=args.samples, seq_len=args.seq_len, count="answer")
     if args.checkpoints:
         rows = []
         for spec in args.checkpoints.split(","):
             label, _, folder = spec.partition("=")
-            other = load_model(folder)
+            other = load_model(folder, dtype=args.dtype, device=args.device)
             result = fidelity(other, calib, {label: contextlib.nullcontext}, args.batch_size, reference=lm)[label]
             rows.append({"checkpoint": label, "path": folder, "removed": other.absent_attention(), **result})
             del other

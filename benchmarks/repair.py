@@ -34,6 +34,8 @@ VARIANTS = {  # name: (replace, healing, further nose shrink options)
     "linear-198": ("linear", False, ("--fit-samples", "198")),  # every training transcript: shrink's default
     "healed": ("none", True, ()),
     "linear+healed": ("linear", True, ()),
+    # KD trains only the fitted maps, from step 1 (no blend): the recipe the held-out transcripts chose at k = 8
+    "linear+healed-maps": ("linear", True, ("--train", "replacements", "--schedule", "none")),
 }
 HEALING_KEYS = ("steps", "schedule", "loss", "train", "lr", "batch_size", "temperature", "tokens", "validation")
 NO_REPAIR = {"fit_seconds": 0.0, "heal_seconds": 0.0, "fit_cpu_seconds": 0.0, "heal_cpu_seconds": 0.0,
