@@ -25,15 +25,6 @@ from nose.search.calibration import CalibrationSet
 from nose.search.kl import kl_per_position
 
 
-def logits_at(lm: LoadedModel, ids: torch.Tensor, attention_mask: torch.Tensor,
-              positions: torch.Tensor) -> torch.Tensor:
-    """(K, V) next-token logits at the K true entries of ``positions`` (B, T): the backbone over
-    every token, the head only where it is read."""
-    hidden = lm.adapter.backbone_of(lm.model)(input_ids=ids, attention_mask=attention_mask,
-                                              use_cache=False).last_hidden_state
-    return lm.adapter.head_of(lm.model)(hidden[positions])
-
-
 @torch.no_grad()
 def fidelity(lm: LoadedModel, calib: CalibrationSet, variants: dict[str, Callable[[], AbstractContextManager]],
              batch_size: int = 4, progress=None, reference: LoadedModel | None = None) -> dict[str, dict]:
@@ -47,11 +38,11 @@ def fidelity(lm: LoadedModel, calib: CalibrationSet, variants: dict[str, Callabl
     task = progress.add_task("fidelity", total=calib.samples) if progress else None
     for batch in calib.batches(batch_size, "next"):
         ids, att, pos = batch.input_ids.to(device), batch.attention_mask.to(device), batch.positions.to(device)
-        ref = torch.log_softmax(logits_at(intact, ids, att, pos).float(), -1)
+        ref = torch.log_softmax(intact.adapter.logits_at(intact.model, ids, att, pos).float(), -1)
         top = ref.argmax(-1)
         for name, changed in variants.items():
             with changed():
-                logits = logits_at(lm, ids, att, pos)
+                logits = lm.adapter.logits_at(lm.model, ids, att, pos)
             sums[name]["kl"] += float(kl_per_position(logits, ref).double().sum())
             sums[name]["agree"] += int((logits.argmax(-1) == top).sum())
             sums[name]["n"] += int(pos.sum())

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 import torch.nn as nn
 
 from nose.errors import NoseError
@@ -44,6 +45,22 @@ class FamilyAdapter:
 
     def attn_norm_of(self, layer: nn.Module) -> nn.Module:
         return _get(layer, self.attn_norm)
+
+    def last_hidden(self, model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The backbone's final hidden states (B, T, hidden), no KV cache; the inputs are moved to
+        the embeddings' device."""
+        backbone = self.backbone_of(model)
+        device = backbone.get_input_embeddings().weight.device
+        return backbone(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
+                        use_cache=False).last_hidden_state
+
+    def logits_at(self, model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                  positions: torch.Tensor) -> torch.Tensor:
+        """(K, V) next-token logits at the K true entries of ``positions`` (B, T): the backbone over
+        every token, the head (for a 150k vocabulary a quarter of a 0.5B model's work) only where
+        it is read."""
+        hidden = self.last_hidden(model, input_ids, attention_mask)
+        return self.head_of(model)(hidden[positions.to(hidden.device)])
 
 
 def _get(module: nn.Module, path: str) -> nn.Module:

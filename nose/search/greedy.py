@@ -18,6 +18,12 @@ and i is scored replaced by it. A selected layer keeps the map it was scored wit
 what the search measured; ``nose shrink`` refits the final set sequentially. This chooses the
 layers a linear repair restores best, rather than the ones whose plain removal hurts least.
 
+The fit's forward in state S repeats the scoring's base pass by design: every map is solved
+from all batches before any batch's tails can run, and keeping each batch's layer inputs
+between the two passes would cost ``layers · rows · seq_len · hidden`` values (0.9 GB in fp32
+for the 32 rows of 315 tokens the Qwen2.5-0.5B search read) to save one of the about fifteen
+full forwards a step runs per batch (fit, intact reference, base, candidates' tails).
+
 Uncertainty: the calibration samples are resampled with replacement (paired across candidates,
 seeded by ``(seed, step)``) to give a 95 % percentile interval for each score, and the winner's
 margin over the runner-up (see :func:`nose.search.steps.step_record`).

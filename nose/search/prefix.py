@@ -28,7 +28,6 @@ class PrefixRunner:
         self.model = model
         self.adapter = adapter
         self.target = target
-        self.backbone = adapter.backbone_of(model)
         self.layers = adapter.layers_of(model)
         self.final_norm = adapter.final_norm_of(model)
         self.head = adapter.head_of(model)
@@ -39,11 +38,8 @@ class PrefixRunner:
         self.head_calls = 0
 
     def _backbone(self, batch) -> torch.Tensor:
-        device = self.backbone.get_input_embeddings().weight.device
-        out = self.backbone(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device),
-                            use_cache=False)
         self.layer_calls += len(self.layers)
-        return out.last_hidden_state
+        return self.adapter.last_hidden(self.model, batch.input_ids, batch.attention_mask)
 
     def _head_at_positions(self, normed: torch.Tensor) -> torch.Tensor:
         self.head_calls += 1
@@ -53,8 +49,10 @@ class PrefixRunner:
     def reference(self, batch) -> torch.Tensor:
         """The model's next-token log-probs at ``batch.positions`` (K, V) float32, as it is now
         (called before any switch is applied: the intact model)."""
-        self._positions = batch.positions
-        return torch.log_softmax(self._head_at_positions(self._backbone(batch)).float(), dim=-1)
+        self.layer_calls += len(self.layers)
+        self.head_calls += 1
+        return torch.log_softmax(
+            self.adapter.logits_at(self.model, batch.input_ids, batch.attention_mask, batch.positions).float(), dim=-1)
 
     @torch.no_grad()
     def base(self, batch) -> None:

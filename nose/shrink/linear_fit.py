@@ -112,9 +112,7 @@ def _layer_inputs(lm: LoadedModel, batch, keep) -> tuple[dict[int, torch.Tensor]
 
     handles = [layer.register_forward_pre_hook(record(i), with_kwargs=True) for i, layer in enumerate(layers)]
     try:
-        backbone = lm.adapter.backbone_of(lm.model)
-        device = backbone.get_input_embeddings().weight.device
-        backbone(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device), use_cache=False)
+        lm.adapter.last_hidden(lm.model, batch.input_ids, batch.attention_mask)
     finally:
         for h in handles:
             h.remove()
