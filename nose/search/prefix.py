@@ -49,10 +49,8 @@ class PrefixRunner:
     def reference(self, batch) -> torch.Tensor:
         """The model's next-token log-probs at ``batch.positions`` (K, V) float32, as it is now
         (called before any switch is applied: the intact model)."""
-        self.layer_calls += len(self.layers)
-        self.head_calls += 1
-        return torch.log_softmax(
-            self.adapter.logits_at(self.model, batch.input_ids, batch.attention_mask, batch.positions).float(), dim=-1)
+        self._positions = batch.positions
+        return torch.log_softmax(self._head_at_positions(self._backbone(batch)).float(), dim=-1)
 
     @torch.no_grad()
     def base(self, batch) -> None:
