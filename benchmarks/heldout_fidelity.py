@@ -51,6 +51,8 @@ def main() -> None:
     ap.add_argument("--dtype", default="auto", help="auto (fp32 on CPU, bf16 on GPU), float32, bfloat16")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
+    if args.generate and not args.checkpoints:
+        ap.error("--generate re-generates with exported checkpoints; pass --checkpoints")
 
     lm = load_model(args.model, dtype=args.dtype, device=args.device)
     source = resolve_source(args.data, lm, log=print)
