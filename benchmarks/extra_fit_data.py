@@ -27,6 +27,19 @@ from nose.evaluate.benchmark import load_benchmark  # noqa: E402
 from nose.model.loading import load_model  # noqa: E402
 
 
+def write_fit_data(lm, extra: list[dict], out: Path) -> int:
+    """The shipped training transcripts, then the ``extra`` transcript records, as one chat JSONL
+    for ``nose shrink --data`` (written to a temporary file, then renamed); returns its rows."""
+    shipped = Path(resolve_source("translate", lm)).read_text(encoding="utf-8").splitlines()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.writelines(line + "\n" for line in shipped)
+        f.writelines(json.dumps({"messages": r["messages"], "name": r["name"]}) + "\n" for r in extra)
+    tmp.replace(out)
+    return len(shipped) + len(extra)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="qwen2.5-coder-0.5b")
@@ -39,15 +52,9 @@ def main() -> None:
     methods = [m for m in methods if m.name not in overlapping]
     lm = load_model(args.model)
     extra = [r for r in generate_transcripts(lm, methods, log=print).records if r["parses"]]
-    shipped = Path(resolve_source("translate", lm)).read_text(encoding="utf-8").splitlines()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with open(args.out, "w", encoding="utf-8") as f:
-        for line in shipped:
-            f.write(line + "\n")
-        for r in extra:
-            f.write(json.dumps({"messages": r["messages"], "name": r["name"]}) + "\n")
-    print(f"{len(shipped)} shipped training transcripts + {len(extra)} extra ({len(overlapping)} methods dropped "
-          f"for overlap) -> {args.out}")
+    rows = write_fit_data(lm, extra, args.out)
+    print(f"{rows - len(extra)} shipped training transcripts + {len(extra)} extra ({len(overlapping)} methods "
+          f"dropped for overlap) -> {args.out}")
 
 
 if __name__ == "__main__":

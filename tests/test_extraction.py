@@ -50,3 +50,20 @@ def test_generation_stops_once_a_code_block_is_closed():
     batch = torch.stack([torch.nn.functional.pad(r, (0, width - len(r)), value=tok.pad_token_id) for r in rows])
     stop = CodeBlockClosed(tok, prompt.shape[1])(batch, None)
     assert stop.tolist() == [True, False, False]
+
+
+def test_generation_stop_pattern_can_be_chosen():
+    import re
+
+    import torch
+
+    from nose.evaluate.generation import CodeBlockClosed
+    from nose.testing import tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    prompt = tok("Write:", return_tensors="pt").input_ids
+    java = tok("```java\nint f() { return 1; }\n```", return_tensors="pt").input_ids
+    batch = torch.cat([prompt, java], dim=1)
+    any_block = re.compile(r"```[^\n]*\n(?:(?!```).)*```", re.S)
+    assert CodeBlockClosed(tok, prompt.shape[1])(batch, None).tolist() == [False]  # no def: the default goes on
+    assert CodeBlockClosed(tok, prompt.shape[1], any_block)(batch, None).tolist() == [True]

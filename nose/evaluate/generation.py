@@ -84,7 +84,8 @@ _CLOSED_DEF_BLOCK = re.compile(r"```[^\n]*\n(?:(?!```).)*\bdef\s(?:(?!```).)*```
 
 
 class CodeBlockClosed(StoppingCriteria):
-    """Per-sequence stop once the new text holds a closed fenced block with a ``def``.
+    """Per-sequence stop once the new text matches ``pattern`` (default: a closed fenced block
+    holding a ``def``).
 
     Chat models like to explain their code at length after the block; the tests and the
     metrics only read the code, so the rest is generation time spent for nothing.
@@ -94,8 +95,9 @@ class CodeBlockClosed(StoppingCriteria):
     the generated length, not quadratic.
     """
 
-    def __init__(self, tokenizer, prompt_len: int):
+    def __init__(self, tokenizer, prompt_len: int, pattern: re.Pattern = _CLOSED_DEF_BLOCK):
         self.tokenizer = tokenizer
+        self.pattern = pattern
         self.prompt_len = prompt_len
         self.closed: torch.Tensor | None = None  # (B,) bool
         self._backtick: dict[int, bool] = {}
@@ -111,13 +113,16 @@ class CodeBlockClosed(StoppingCriteria):
         for row, token in enumerate(input_ids[:, -1].tolist()):
             if not self.closed[row] and self._has_backtick(token):
                 text = self.tokenizer.decode(input_ids[row, self.prompt_len:], skip_special_tokens=True)
-                self.closed[row] = bool(_CLOSED_DEF_BLOCK.search(text))
+                self.closed[row] = bool(self.pattern.search(text))
         return self.closed.to(input_ids.device)
 
 
 @torch.no_grad()
-def generate_transformers(model, tokenizer, prompts: list[str], config: GenerationConfig) -> list[list[str]]:
-    """n completions per prompt (prompt text excluded), batched with left padding.
+def generate_transformers(model, tokenizer, prompts: list[str], config: GenerationConfig,
+                          stop_pattern: re.Pattern = _CLOSED_DEF_BLOCK) -> list[list[str]]:
+    """n completions per prompt (prompt text excluded), batched with left padding. With
+    ``config.stop_at_code`` a completion ends once its new text matches ``stop_pattern`` (by
+    default: a closed fenced block holding a ``def``).
 
     The tokenizer is left as it was: its padding side is restored afterwards, and one without a
     pad token pads with its EOS token (or id 0) for this call only.
@@ -144,7 +149,7 @@ def generate_transformers(model, tokenizer, prompts: list[str], config: Generati
                          top_p=config.top_p if sampling else None, top_k=None,
                          num_return_sequences=config.n, pad_token_id=pad,
                          stopping_criteria=StoppingCriteriaList(
-                             [CodeBlockClosed(tokenizer, enc["input_ids"].shape[1])] if config.stop_at_code else []))
+                             [CodeBlockClosed(tokenizer, enc["input_ids"].shape[1], stop_pattern)] if config.stop_at_code else []))
     new = out[:, enc["input_ids"].shape[1]:]
     texts = tokenizer.batch_decode(new, skip_special_tokens=True)
     return [texts[i * config.n:(i + 1) * config.n] for i in range(len(prompts))]
