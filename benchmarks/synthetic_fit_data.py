@@ -187,7 +187,8 @@ def main() -> None:
               "methods_written": len(written), "kept_after_overlap": len(kept)}
     write_methods(kept, args.work / "methods.jsonl")
     categories = set(filter(None, args.categories.split(",")))
-    kept = [m for m in kept if m.java.count("\n") + 1 >= args.min_lines and (not categories or m.category in categories)]
+    kept = [m for m in kept
+            if m.java.count("\n") + 1 >= args.min_lines and (not categories or m.category in categories)]
     counts["kept_after_filter"] = len(kept)
     transcripts = [r for r in generate_transcripts(lm, kept, log=print).records if r["parses"]]
     counts["translations_parse"] = len(transcripts)

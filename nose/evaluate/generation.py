@@ -143,13 +143,13 @@ def generate_transformers(model, tokenizer, prompts: list[str], config: Generati
     sampling = config.temperature > 0
     if sampling:
         torch.manual_seed(config.seed)
+    stop = CodeBlockClosed(tokenizer, enc["input_ids"].shape[1], stop_pattern)
     out = model.generate(input_ids=enc["input_ids"].to(device), attention_mask=enc["attention_mask"].to(device),
                          max_new_tokens=config.max_new_tokens, do_sample=sampling,
                          temperature=config.temperature if sampling else None,
                          top_p=config.top_p if sampling else None, top_k=None,
                          num_return_sequences=config.n, pad_token_id=pad,
-                         stopping_criteria=StoppingCriteriaList(
-                             [CodeBlockClosed(tokenizer, enc["input_ids"].shape[1], stop_pattern)] if config.stop_at_code else []))
+                         stopping_criteria=StoppingCriteriaList([stop] if config.stop_at_code else []))
     new = out[:, enc["input_ids"].shape[1]:]
     texts = tokenizer.batch_decode(new, skip_special_tokens=True)
     return [texts[i * config.n:(i + 1) * config.n] for i in range(len(prompts))]
