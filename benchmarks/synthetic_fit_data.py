@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.extra_fit_data import write_fit_data  # noqa: E402
 from nose.data.corpus import JavaMethod, load_methods, write_methods  # noqa: E402
 from nose.data.overlap import find_overlaps, normalized_name  # noqa: E402
-from nose.data.transcripts import generate_transcripts, split_of  # noqa: E402
+from nose.data.transcripts import generate_transcripts, read_appended, split_of  # noqa: E402
 from nose.evaluate.benchmark import load_benchmark  # noqa: E402
 from nose.evaluate.generation import GenerationConfig, generate_transformers  # noqa: E402
 from nose.model.loading import load_model  # noqa: E402
@@ -91,11 +91,7 @@ def _answer(lm, prompts: list[tuple[str, str]], raw: Path, gen: GenerationConfig
             prefill: str = "") -> dict[str, str]:
     """Answers to (key, user text) prompts, each begun with ``prefill``; appended per batch to
     ``raw`` and read back from it."""
-    done = {}
-    if raw.exists():
-        for line in raw.read_text(encoding="utf-8").splitlines():
-            rec = json.loads(line)
-            done[rec["key"]] = rec["answer"]
+    done = {k: rec["answer"] for k, rec in read_appended(raw, "key").items()}
     todo = [(k, t) for k, t in prompts if k not in done]
     with open(raw, "a", encoding="utf-8") as f:
         for start in range(0, len(todo), gen.batch_size):

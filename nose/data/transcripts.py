@@ -77,7 +77,9 @@ def cache_folder(weights_sha256: str, settings: TranscriptSettings, prompt) -> P
     return cache_root() / "transcripts" / f"{weights_sha256[:16]}-{key}"
 
 
-def _read_generated(path: Path) -> dict[str, dict]:
+def read_appended(path: Path, key: str) -> dict[str, dict]:
+    """The records of a JSONL that a resumable run appends to, by their ``key`` field; a line
+    torn by a killed run is skipped (its record is made again)."""
     done: dict[str, dict] = {}
     if path.exists():
         for line in path.read_text(encoding="utf-8").splitlines():
@@ -85,7 +87,7 @@ def _read_generated(path: Path) -> dict[str, dict]:
                 rec = json.loads(line)
             except json.JSONDecodeError:  # a torn last line from a killed run
                 continue
-            done[rec["java_sha256"]] = rec
+            done[rec[key]] = rec
     return done
 
 
@@ -128,7 +130,7 @@ def generate_transcripts(lm, methods: list[JavaMethod], settings: TranscriptSett
     folder = cache_folder(lm.weights_sha256, settings, prompt)
     folder.mkdir(parents=True, exist_ok=True)
     generated = folder / "generated.jsonl"
-    done = _read_generated(generated)
+    done = read_appended(generated, "java_sha256")
     todo = [m for m in dict((m.sha256, m) for m in methods).values() if m.sha256 not in done]
     meta_path = folder / "transcripts.json"
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {"generation_seconds": 0.0}
