@@ -37,14 +37,13 @@ import re
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.extra_fit_data import write_fit_data  # noqa: E402
+from benchmarks.extra_fit_data import clear_of, write_fit_data  # noqa: E402
 from nose.data.corpus import JavaMethod, load_methods, write_methods  # noqa: E402
-from nose.data.overlap import find_overlaps, normalized_name  # noqa: E402
+from nose.data.overlap import normalized_name  # noqa: E402
 from nose.data.transcripts import generate_transcripts, read_appended, split_of  # noqa: E402
 from nose.evaluate.benchmark import load_benchmark  # noqa: E402
 from nose.evaluate.generation import GenerationConfig, generate_transformers  # noqa: E402
@@ -147,14 +146,6 @@ def write_methods_for(lm, names: list[tuple[str, str]], work: Path, batch_size: 
         if match:
             methods.append(JavaMethod(name, match[0].java, category, "synthetic"))
     return methods
-
-
-def clear_of(methods: list[JavaMethod], shipped: list[JavaMethod], samples: list) -> list[JavaMethod]:
-    """Methods clear of G-TransEval and of the shipped held-out methods (name, BLEU-4 > 0.5)."""
-    heldout = [SimpleNamespace(id=f"heldout:{m.name}", java=m.java, java_entry_point=m.name, python_entry_point=m.name)
-               for m in shipped if split_of(m.name) == "heldout"]
-    flagged = {o.method for o in find_overlaps(methods, list(samples) + heldout)}
-    return [m for m in methods if m.name not in flagged]
 
 
 def main() -> None:
