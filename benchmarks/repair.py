@@ -32,6 +32,7 @@ VARIANTS = {  # name: (replace, healing, further nose shrink options)
     "linear": ("linear", False, ("--fit-samples", "64")),  # the first fit (64 transcripts)
     "linear-stream": ("linear", False, ("--fit-target", "stream")),
     "linear-198": ("linear", False, ("--fit-samples", "198")),  # every training transcript: shrink's default
+    "linear-fit-data": ("linear", False, ()),  # every row of --fit-data (nose shrink --data)
     "healed": ("none", True, ()),
     "linear+healed": ("linear", True, ()),
     # KD trains only the fitted maps, from step 1 (no blend): the recipe the held-out transcripts chose at k = 8
@@ -74,15 +75,23 @@ def read_metrics(evaluation: Path) -> dict:
 
 def with_differences(rows: list[dict]) -> list[dict]:
     """Each repaired row gains ``ca_minus_removed``: its CA minus the removed row's of the same
-    order and k, percentage points with the paired 95 % bootstrap interval [difference, low, high]."""
+    order and k, percentage points with the paired 95 % bootstrap interval [difference, low, high].
+    A row whose evaluations are not on this machine (runs/ is not committed) keeps what it recorded."""
+    from nose.evaluate.run import SAMPLES
     from nose.evaluate.sweep import passed_by_id
     from nose.report.sweep_report import paired_ca_difference
 
-    removed = {(r["order"], r["k"]): passed_by_id(Path(r["evaluation"])) for r in rows if r["variant"] == "removed"}
+    def here(r: dict) -> bool:
+        return (Path(r["evaluation"]) / SAMPLES).exists()
+
+    removed = {(r["order"], r["k"]): r for r in rows if r["variant"] == "removed"}
     for r in rows:
+        if r["variant"] == "removed" or not here(r):
+            continue
         r.pop("ca_minus_removed", None)
-        if r["variant"] != "removed" and (r["order"], r["k"]) in removed:
-            difference = paired_ca_difference(passed_by_id(Path(r["evaluation"])), removed[r["order"], r["k"]])
+        if (r["order"], r["k"]) in removed and here(removed[r["order"], r["k"]]):
+            difference = paired_ca_difference(passed_by_id(Path(r["evaluation"])),
+                                              passed_by_id(Path(removed[r["order"], r["k"]]["evaluation"])))
             r["ca_minus_removed"] = [round(float(v), 2) for v in difference]
     return rows
 
@@ -111,10 +120,14 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("runs/repair"))
     ap.add_argument("--heal", default="", help="extra nose shrink options for the healed variants, e.g. "
                                                "'--steps 120 --lr 1e-4 --loss kd'")
+    ap.add_argument("--fit-data", help="fit data of the linear-fit-data variant (nose shrink --data), e.g. the "
+                                       "chat JSONL of benchmarks/extra_fit_data.py")
     ap.add_argument("--sweep", type=Path, help="a nose sweep folder with the same benchmark settings: its "
                                                "intact and removed evaluations are reused")
     ap.add_argument("--out", type=Path, default=ROOT / "reports" / "repair")
     args = ap.parse_args()
+    if "linear-fit-data" in args.variants.split(",") and not args.fit_data:
+        ap.error("the linear-fit-data variant fits on --fit-data; pass --fit-data FILE")
 
     from nose.evaluate.efficiency import kv_cache_bytes_per_token, parameter_counts
     from nose.evaluate.sweep import eval_name, read_sweep
@@ -139,6 +152,8 @@ def main() -> None:
     for k in [int(k) for k in args.k.split(",")]:
         for name in args.variants.split(","):
             replace, healing, options = VARIANTS[name]
+            fit_data = args.fit_data if name == "linear-fit-data" else None
+            options = (*options, "--data", fit_data) if fit_data else options
             in_memory = swept.get(eval_name(order[:k], "skip")) if name == "removed" else None
             if in_memory:
                 rows.append(row(args.order, name, k, sorted(order[:k]), in_memory, intact, in_memory, NO_REPAIR, None,
@@ -159,7 +174,7 @@ def main() -> None:
                           **parameter_counts(lm.model, lm.adapter)}
             healed = {key: meta["healing"][key] for key in HEALING_KEYS} if meta["healing"]["steps"] else None
             rows.append(row(args.order, name, k, meta["removed_attention"], metrics, intact, efficiency, meta["repair_cost"],
-                            ckpt, eval_dir, healed))
+                            ckpt, eval_dir, healed) | ({"fit_data": fit_data} if fit_data else {}))
             del lm
     summary = {"model": args.model, "benchmark": {"limit": int(args.limit), "stratified": True},
                "intact": {"ca_percent": intact["ca_percent"], "codebleu": intact["codebleu"],

@@ -51,9 +51,35 @@ def sentence_bleu(prediction: str, reference: str) -> float:
                                          [" ".join(python_tokens(reference))], tokenize="none").score)
 
 
+class _InsertionOrderedSet(dict):
+    """The part of ``set`` that codebleu's data-flow code uses, iterating in insertion order."""
+
+    def __init__(self, items=()):
+        super().__init__(dict.fromkeys(items))
+
+    def add(self, item) -> None:
+        self[item] = None
+
+
+def _deterministic_dataflow() -> None:
+    """Make codebleu's data-flow match independent of Python's string hash seed.
+
+    codebleu (0.7, as CodeXGLUE's original, microsoft/CodeXGLUE#152) normalizes variable names
+    by the order of ``list(set(names))``, which changes with ``PYTHONHASHSEED``: the same outputs
+    scored 77.63, 77.55 and 77.54 CodeBLEU under seeds 0, 1 and 2 (reports/repair.md). Shadowing
+    ``set`` in its two data-flow modules with an insertion-ordered one numbers the names in the
+    order they appear, the same in every process."""
+    from codebleu import dataflow_match
+    from codebleu.parser import DFG
+
+    for module in (dataflow_match, DFG):
+        module.set = _InsertionOrderedSet
+
+
 def codebleu(predictions: list[str], references: list[str]) -> dict:
-    """CodeBLEU and its four parts, each 0–100 (corpus level)."""
+    """CodeBLEU and its four parts, each 0–100 (corpus level; the same in every process)."""
     from codebleu import calc_codebleu
 
+    _deterministic_dataflow()
     scores = calc_codebleu(references, predictions, lang="python", tokenizer=python_tokens)
     return {k: 100.0 * float(v) for k, v in scores.items()}
