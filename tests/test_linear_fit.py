@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from nose.errors import NoseError
-from nose.model.replacements import Linear
+from nose.model.replacements import Linear, Replacement
 from nose.model.switches import attention_switched
 from nose.search.calibration import build_calibration
 from nose.shrink.linear_fit import FitConfig, fit_linear
@@ -126,6 +126,37 @@ def test_ridge_strength_is_chosen_on_held_out_rows(tok, calib):
                 logq = torch.log_softmax(lm.model(input_ids=ids, attention_mask=mask).logits, -1)
             kl[name] = float((intact.exp() * (intact - logq)).sum(-1).mean())
     assert kl["linear"] < kl["skip"]
+
+
+class _Squares(Replacement):
+    """Linear in [n, n²]: a replacement whose W is not square (what ``kind`` is for)."""
+
+    kind = "squares-test"
+
+    def __init__(self, weight):
+        super().__init__()
+        self.linear_attn = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=False)
+        self.linear_attn.weight.data.copy_(weight)
+
+    @staticmethod
+    def features(normed):
+        return torch.cat([normed, normed ** 2], -1)
+
+    def forward(self, normed, x):
+        return self.linear_attn(self.features(normed))
+
+
+def test_fit_regresses_on_the_features_of_the_replacement_kind(tok, calib):
+    lm = tiny_loaded("llama", tok)
+    config = FitConfig(samples=6, heldout_every=3, alphas=(1e-3,))
+    fitted, report = fit_linear(lm, [3], calib, config, kind=_Squares)
+    assert isinstance(fitted[3], _Squares)
+    normed, out = (torch.cat(t) for t in zip(*naive_pairs(lm, calib, 3, {}, 3)))
+    w = ridge(_Squares.features(normed), out, 1e-3)
+    assert w.shape == (normed.shape[1], 2 * normed.shape[1])
+    torch.testing.assert_close(fitted[3].linear_attn.weight.double(), w, rtol=1e-4, atol=1e-5)
+    plain, plain_report = fit_linear(lm, [3], calib, config)
+    assert report["layers"]["3"]["heldout_relative_error"] != plain_report["layers"]["3"]["heldout_relative_error"]
 
 
 def test_fit_reads_every_conversation_of_chat_data_by_default(tok, tmp_path):

@@ -94,6 +94,11 @@ class Linear(Replacement):
         with torch.no_grad():
             self.linear_attn.weight.copy_(weight)
 
+    @staticmethod
+    def features(normed: torch.Tensor) -> torch.Tensor:
+        """What W multiplies (what :func:`nose.shrink.linear_fit.fit_linear` regresses on)."""
+        return normed
+
     def forward(self, normed, x):
         return self.linear_attn(normed)
 

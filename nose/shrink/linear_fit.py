@@ -62,11 +62,12 @@ class FitConfig:
 
 
 class _Moments:
-    """A = Σ n nᵀ, B = Σ n aᵀ, c = Σ ‖a‖², float64, for the fit rows and the held-out rows."""
+    """A = Σ n nᵀ, B = Σ n aᵀ, c = Σ ‖a‖², float64, for the fit rows and the held-out rows (n: the
+    ``inputs`` features of a token, a: its ``outputs`` target)."""
 
-    def __init__(self, hidden: int, device):
-        z = lambda: torch.zeros(hidden, hidden, dtype=torch.float64, device=device)  # noqa: E731
-        self.a, self.b, self.ha, self.hb = z(), z(), z(), z()
+    def __init__(self, inputs: int, outputs: int, device):
+        z = lambda *shape: torch.zeros(*shape, dtype=torch.float64, device=device)  # noqa: E731
+        self.a, self.b, self.ha, self.hb = z(inputs, inputs), z(inputs, outputs), z(inputs, inputs), z(inputs, outputs)
         self.hc = 0.0
         self.tokens = 0
 
@@ -80,10 +81,10 @@ class _Moments:
         self.tokens += int(counted.sum())
 
     def solve(self, alphas) -> tuple[torch.Tensor, float, float]:
-        """(W (hidden, hidden) refitted on all rows, chosen α, relative held-out error)."""
-        hidden = self.a.shape[0]
-        eye = torch.eye(hidden, dtype=torch.float64, device=self.a.device)
-        scale = float(torch.trace(self.a)) / hidden
+        """(W (outputs, inputs) refitted on all rows, chosen α, relative held-out error)."""
+        inputs = self.a.shape[0]
+        eye = torch.eye(inputs, dtype=torch.float64, device=self.a.device)
+        scale = float(torch.trace(self.a)) / inputs
         best = None
         for alpha in alphas:
             m = torch.linalg.solve(self.a + alpha * scale * eye, self.b)  # Wᵀ: prediction is n @ m
@@ -91,7 +92,7 @@ class _Moments:
             if best is None or err < best[1]:
                 best = (alpha, err)
         alpha, err = best
-        scale_all = float(torch.trace(self.a + self.ha)) / hidden
+        scale_all = float(torch.trace(self.a + self.ha)) / inputs
         m = torch.linalg.solve(self.a + self.ha + alpha * scale_all * eye, self.b + self.hb)
         return m.T.contiguous(), alpha, err / max(self.hc, 1e-300)
 
@@ -126,8 +127,12 @@ def _heldout_rows(start: int, size: int, every: int, device) -> torch.Tensor:
 
 @torch.no_grad()
 def fit_linear(lm: LoadedModel, layers: list[int], calib: CalibrationSet, config: FitConfig = FitConfig(),
-               progress=None) -> tuple[dict[int, Linear], dict]:
-    """Fitted linear replacements for ``layers`` and the fit report (see module docstring)."""
+               progress=None, kind: type = Linear) -> tuple[dict[int, Replacement], dict]:
+    """Fitted linear replacements for ``layers`` and the fit report (see module docstring).
+
+    ``kind``: a replacement class linear in ``kind.features(LN1(x))``, built as ``kind(W)`` with W
+    (hidden, features); :class:`Linear`'s features are LN1(x) itself. Richer features were probed
+    with it (benchmarks/mixing_replacement_probe.py)."""
     config.validate()
     layers = check_layer_indices(layers, lm.num_layers, what="--layers")
     if not layers:
@@ -148,7 +153,7 @@ def fit_linear(lm: LoadedModel, layers: list[int], calib: CalibrationSet, config
     for j in range(max(layers) + 1):
         layer = decoder[j]
         if j in layers:
-            moments = _Moments(hidden, streams[0].device)
+            moments = None
             norm, attention = lm.adapter.attn_norm_of(layer), lm.adapter.attention_of(layer)
             for k, (kwargs, counted, heldout) in enumerate(batches):
                 normed = norm(streams[k])
@@ -156,9 +161,11 @@ def fit_linear(lm: LoadedModel, layers: list[int], calib: CalibrationSet, config
                     target = attention(normed, **kwargs[j])[0]
                 else:
                     target = intact[k] + attention(norm(intact[k]), **kwargs[j])[0] - streams[k]
-                moments.add(normed, target, counted, heldout)
+                features = kind.features(normed)
+                moments = moments or _Moments(features.shape[-1], hidden, features.device)
+                moments.add(features, target, counted, heldout)
             w, alpha, err = moments.solve(config.alphas)
-            fitted[j] = Linear(w.to(streams[0].dtype))
+            fitted[j] = kind(w.to(streams[0].dtype))
             report["layers"][str(j)] = {"alpha": alpha, "heldout_relative_error": err}
         if progress:
             progress.advance(task)
@@ -199,7 +206,7 @@ def fit_each(lm: LoadedModel, layers: list[int], calib: CalibrationSet, state: d
                 x = inputs[i]
                 normed = lm.adapter.attn_norm_of(decoder[i])(x)
                 out = lm.adapter.attention_of(decoder[i])(normed, **kwargs[i])[0]
-                moments.setdefault(i, _Moments(hidden, x.device)).add(
+                moments.setdefault(i, _Moments(hidden, hidden, x.device)).add(
                     normed, out, real.to(x.device), heldout.to(x.device))
     fitted, errors = {}, {}
     for i in layers:
