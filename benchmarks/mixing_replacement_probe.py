@@ -33,7 +33,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn as nn
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -42,7 +41,7 @@ from nose.data.transcripts import resolve_source  # noqa: E402
 from nose.evaluate.fidelity import fidelity  # noqa: E402
 from nose.files import write_json_atomic  # noqa: E402
 from nose.model.loading import load_model  # noqa: E402
-from nose.model.replacements import Linear, Replacement  # noqa: E402
+from nose.model.replacements import FeatureLinear, Linear  # noqa: E402
 from nose.model.switches import attention_switched  # noqa: E402
 from nose.search.calibration import build_calibration  # noqa: E402
 from nose.shrink.linear_fit import FitConfig, fit_linear  # noqa: E402
@@ -68,25 +67,17 @@ VARIANTS = {"linear": (), "bias": ("bias",), "shift": ("previous",), "mean": ("m
             "shift+mean": ("previous", "mean")}
 
 
-def mixing(parts: tuple[str, ...]) -> type:
+def mixing(parts: tuple[str, ...]) -> type[FeatureLinear]:
     """A replacement linear in ``[n_t, *parts(n)]``, for :func:`fit_linear`'s ``kind``."""
     if not parts:
         return Linear
 
-    class Mixing(Replacement):
+    class Mixing(FeatureLinear):
         kind = "mixing-probe"
-
-        def __init__(self, weight: torch.Tensor):  # (hidden, features)
-            super().__init__()
-            self.linear_attn = nn.Linear(weight.shape[1], weight.shape[0], bias=False, dtype=weight.dtype)
-            self.linear_attn.weight.copy_(weight)
 
         @staticmethod
         def features(normed: torch.Tensor) -> torch.Tensor:
             return torch.cat([normed, *(PARTS[p](normed) for p in parts)], -1)
-
-        def forward(self, normed, x):
-            return self.linear_attn(self.features(normed))
 
     return Mixing
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from nose.errors import NoseError
-from nose.model.replacements import Linear, Replacement
+from nose.model.replacements import FeatureLinear, Linear
 from nose.model.switches import attention_switched
 from nose.search.calibration import build_calibration
 from nose.shrink.linear_fit import FitConfig, fit_linear
@@ -128,22 +128,14 @@ def test_ridge_strength_is_chosen_on_held_out_rows(tok, calib):
     assert kl["linear"] < kl["skip"]
 
 
-class _Squares(Replacement):
+class _Squares(FeatureLinear):
     """Linear in [n, n²]: a replacement whose W is not square (what ``kind`` is for)."""
 
     kind = "squares-test"
 
-    def __init__(self, weight):
-        super().__init__()
-        self.linear_attn = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=False)
-        self.linear_attn.weight.data.copy_(weight)
-
     @staticmethod
     def features(normed):
         return torch.cat([normed, normed ** 2], -1)
-
-    def forward(self, normed, x):
-        return self.linear_attn(self.features(normed))
 
 
 def test_fit_regresses_on_the_features_of_the_replacement_kind(tok, calib):

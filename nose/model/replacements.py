@@ -79,16 +79,17 @@ class Thesis(Replacement):
         return 2 * torch.eye(hidden)
 
 
-class Linear(Replacement):
-    """``W·LN1(x)``, W (hidden, hidden) without bias; ``linear_attn`` is NVIDIA's tensor name."""
+class FeatureLinear(Replacement):
+    """``W·φ(LN1(x))``: linear, without bias, in features φ of LN1(x) (:meth:`features`; W is
+    (hidden, features)), what :func:`nose.shrink.linear_fit.fit_linear` fits. Subclasses choose φ;
+    only :class:`Linear` (φ = identity, W square) is exported."""
 
-    kind = "linear"
-    exported_as_linear = True
+    kind = "feature-linear"
 
     def __init__(self, weight: torch.Tensor):
         super().__init__()
-        if weight.dim() != 2 or weight.shape[0] != weight.shape[1]:
-            raise NoseError(f"a linear replacement needs a square (hidden, hidden) matrix, got {tuple(weight.shape)}")
+        if weight.dim() != 2:
+            raise NoseError(f"a linear replacement needs a (hidden, features) matrix, got {tuple(weight.shape)}")
         self.linear_attn = nn.Linear(weight.shape[1], weight.shape[0], bias=False, device=weight.device,
                                      dtype=weight.dtype)
         with torch.no_grad():
@@ -96,11 +97,23 @@ class Linear(Replacement):
 
     @staticmethod
     def features(normed: torch.Tensor) -> torch.Tensor:
-        """What W multiplies (what :func:`nose.shrink.linear_fit.fit_linear` regresses on)."""
+        """What W multiplies (what the fit regresses on)."""
         return normed
 
     def forward(self, normed, x):
-        return self.linear_attn(normed)
+        return self.linear_attn(self.features(normed))
+
+
+class Linear(FeatureLinear):
+    """``W·LN1(x)``, W (hidden, hidden) without bias; ``linear_attn`` is NVIDIA's tensor name."""
+
+    kind = "linear"
+    exported_as_linear = True
+
+    def __init__(self, weight: torch.Tensor):
+        if weight.dim() != 2 or weight.shape[0] != weight.shape[1]:
+            raise NoseError(f"a linear replacement needs a square (hidden, hidden) matrix, got {tuple(weight.shape)}")
+        super().__init__(weight)
 
     def export_weight(self, hidden: int) -> torch.Tensor:
         return self.linear_attn.weight.detach()

@@ -35,7 +35,7 @@ import torch
 from nose.errors import NoseError
 from nose.model.adapters import first_output
 from nose.model.loading import LoadedModel
-from nose.model.replacements import Linear, Replacement
+from nose.model.replacements import FeatureLinear, Linear, Replacement
 from nose.model.switches import attention_switched, check_layer_indices
 from nose.search.calibration import CalibrationSet
 
@@ -127,12 +127,12 @@ def _heldout_rows(start: int, size: int, every: int, device) -> torch.Tensor:
 
 @torch.no_grad()
 def fit_linear(lm: LoadedModel, layers: list[int], calib: CalibrationSet, config: FitConfig = FitConfig(),
-               progress=None, kind: type = Linear) -> tuple[dict[int, Replacement], dict]:
+               progress=None, kind: type[FeatureLinear] = Linear) -> tuple[dict[int, FeatureLinear], dict]:
     """Fitted linear replacements for ``layers`` and the fit report (see module docstring).
 
-    ``kind``: a replacement class linear in ``kind.features(LN1(x))``, built as ``kind(W)`` with W
-    (hidden, features); :class:`Linear`'s features are LN1(x) itself. Richer features were probed
-    with it (benchmarks/mixing_replacement_probe.py)."""
+    ``kind``: the replacement class, linear in ``kind.features(LN1(x))``, built as ``kind(W)``;
+    :class:`Linear`'s features are LN1(x) itself. Richer features were probed with it
+    (benchmarks/mixing_replacement_probe.py)."""
     config.validate()
     layers = check_layer_indices(layers, lm.num_layers, what="--layers")
     if not layers:
