@@ -119,10 +119,50 @@ class Transcripts:
                 "answer_tokens": sum(r["answer_tokens"] for r in self.records)}
 
 
+def answer_methods(lm, methods: list[JavaMethod], path: Path, settings: TranscriptSettings = TranscriptSettings(),
+                   prompt=None, progress=None, label: str = "answers") -> tuple[dict[str, dict], float]:
+    """Answer every method whose record is not yet in the JSONL ``path`` with ``lm`` as it is (an
+    exported or changed model too), greedily, appending one record per method (keyed by the
+    sha256 of its Java; fsynced per batch, so a killed run resumes). Returns every record in
+    ``path`` by that key, and the seconds this call spent generating."""
+    from nose.evaluate.generation import GenerationConfig, PromptConfig, generate_transformers
+
+    prompt = prompt or PromptConfig()
+    done = read_appended(path, "java_sha256")
+    todo = [m for m in dict((m.sha256, m) for m in methods).values() if m.sha256 not in done]
+    seconds = 0.0
+    if not todo:
+        return done, seconds
+    rendered = {m.sha256: prompt.render(lm.tokenizer, m.java, m.name, snake_case(m.name)) for m in todo}
+    todo.sort(key=lambda m: len(rendered[m.sha256]))  # similar lengths share a batch
+    gen = GenerationConfig(max_new_tokens=settings.max_new_tokens, batch_size=settings.batch_size)
+    task = progress.add_task(label, total=len(todo)) if progress else None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+        for k in range(0, len(todo), settings.batch_size):
+            batch = todo[k:k + settings.batch_size]
+            t0 = time.perf_counter()
+            outputs = generate_transformers(lm.model, lm.tokenizer, [rendered[m.sha256] for m in batch], gen)
+            seconds += time.perf_counter() - t0
+            for m, (answer,) in zip(batch, outputs):
+                rec = {"java_sha256": m.sha256, "name": m.name, "split": split_of(m.name),
+                       "messages": prompt.messages(m.java, m.name, snake_case(m.name))
+                       + [{"role": "assistant", "content": answer}],
+                       "parses": answer_parses(answer),
+                       "answer_tokens": len(lm.tokenizer(answer, add_special_tokens=False)["input_ids"])}
+                done[m.sha256] = rec
+                f.write(json.dumps(rec) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+            if progress:
+                progress.advance(task, len(batch))
+    return done, seconds
+
+
 def generate_transcripts(lm, methods: list[JavaMethod], settings: TranscriptSettings = TranscriptSettings(),
                          prompt=None, progress=None, log=lambda msg: None) -> Transcripts:
     """Answer every method not yet in the cache with the intact model; return all their records."""
-    from nose.evaluate.generation import GenerationConfig, PromptConfig, generate_transformers
+    from nose.evaluate.generation import PromptConfig
 
     prompt = prompt or PromptConfig()
     if lm.absent_attention():
@@ -130,35 +170,13 @@ def generate_transcripts(lm, methods: list[JavaMethod], settings: TranscriptSett
     folder = cache_folder(lm.weights_sha256, settings, prompt)
     folder.mkdir(parents=True, exist_ok=True)
     generated = folder / "generated.jsonl"
-    done = read_appended(generated, "java_sha256")
-    todo = [m for m in dict((m.sha256, m) for m in methods).values() if m.sha256 not in done]
     meta_path = folder / "transcripts.json"
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {"generation_seconds": 0.0}
-    if todo:
-        log(f"generating {len(todo)} transcripts with the intact model (cache: {folder})")
-        rendered = {m.sha256: prompt.render(lm.tokenizer, m.java, m.name, snake_case(m.name)) for m in todo}
-        todo.sort(key=lambda m: len(rendered[m.sha256]))
-        gen = GenerationConfig(max_new_tokens=settings.max_new_tokens, batch_size=settings.batch_size)
-        task = progress.add_task("transcripts", total=len(todo)) if progress else None
-        with open(generated, "a", encoding="utf-8") as f:
-            for k in range(0, len(todo), settings.batch_size):
-                batch = todo[k:k + settings.batch_size]
-                t0 = time.perf_counter()
-                outputs = generate_transformers(lm.model, lm.tokenizer, [rendered[m.sha256] for m in batch], gen)
-                seconds = time.perf_counter() - t0
-                meta["generation_seconds"] += seconds
-                for m, (answer,) in zip(batch, outputs):
-                    rec = {"java_sha256": m.sha256, "name": m.name, "split": split_of(m.name),
-                           "messages": prompt.messages(m.java, m.name, snake_case(m.name))
-                           + [{"role": "assistant", "content": answer}],
-                           "parses": answer_parses(answer),
-                           "answer_tokens": len(lm.tokenizer(answer, add_special_tokens=False)["input_ids"])}
-                    done[m.sha256] = rec
-                    f.write(json.dumps(rec) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
-                if progress:
-                    progress.advance(task, len(batch))
+    missing = len({m.sha256 for m in methods} - set(read_appended(generated, "java_sha256")))
+    if missing:
+        log(f"generating {missing} transcripts with the intact model (cache: {folder})")
+    done, seconds = answer_methods(lm, methods, generated, settings, prompt, progress, label="transcripts")
+    meta["generation_seconds"] += seconds
     records = [done[m.sha256] for m in methods]
     answer_tokens = sum(r["answer_tokens"] for r in done.values())
     meta.update({"format": "nose.transcripts/1", "model": lm.provenance(), "prompt": asdict(prompt),

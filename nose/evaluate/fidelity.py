@@ -17,6 +17,7 @@ prompts again (greedy, with the transcripts' settings) and the score is the shar
 that are the same program as the intact model's (equal ASTs). It was meant to be closer to
 pass/fail than a mean KL, which weighs every answer token alike; measured on six k = 8 exports
 it ranked them no better than the KL, at 3.5 times the cost (reports/repair.md, fifth round).
+A score of correctness rather than closeness is :mod:`nose.evaluate.java_tests`.
 """
 
 from __future__ import annotations

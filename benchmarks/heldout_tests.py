@@ -1,0 +1,94 @@
+"""Computational accuracy on Java methods of our own, tested by running the Java: choose without G-TransEval.
+
+Each checkpoint (``label=folder``; the intact ``--model`` is always the first row) answers every
+test method greedily with the evaluation's prompt (``nose.data.transcripts.answer_methods``;
+answers appended to ``--work/answers-<label>.jsonl``, so a stopped run resumes), and each answer
+runs, sandboxed, against tests made by running the Java (:mod:`nose.evaluate.java_tests`; built
+once into ``--work/cases.json``). The test methods: the held-out split of the shipped corpus and
+every ``--extra-every``-th method of ``--extra`` (hand-written on-task methods that the default
+repair never fits on; every 2nd halves the generation time). Writes a JSON file (per row: CA,
+kept share of the intact CA, the paired difference to the intact model with its 95 % bootstrap
+interval, and every method's pass or fail) and prints a markdown table.
+
+    python benchmarks/heldout_tests.py --checkpoints k8=runs/k8-linear,k6=runs/k6-linear \\
+        --work runs/heldout-tests --out runs/heldout-tests/ca.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from nose.data.corpus import load_methods, methods_sha256  # noqa: E402
+from nose.data.transcripts import answer_methods, split_of  # noqa: E402
+from nose.evaluate.java_tests import build_cases, read_cases, score_answers, write_cases  # noqa: E402
+from nose.evaluate.sandbox import require_isolation  # noqa: E402
+from nose.files import write_json_atomic  # noqa: E402
+from nose.model.loading import load_model  # noqa: E402
+from nose.report.sweep_report import paired_ca_difference  # noqa: E402
+
+
+def scored_methods(extra: Path, every: int):
+    return [m for m in load_methods() if split_of(m.name) == "heldout"] + load_methods(extra)[::every]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="qwen2.5-coder-0.5b", help="the intact model")
+    ap.add_argument("--checkpoints", default="", help="comma-separated label=folder of exported checkpoints")
+    ap.add_argument("--extra", type=Path, default=ROOT / "benchmarks" / "more_java_methods.jsonl")
+    ap.add_argument("--extra-every", type=int, default=2)
+    ap.add_argument("--inputs", type=int, default=10, help="argument sets drawn per method")
+    ap.add_argument("--work", type=Path, required=True, help="folder for cases.json and the answers")
+    ap.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    ap.add_argument("--dtype", default="auto", help="auto (fp32 on CPU, bf16 on GPU), float32, bfloat16")
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+
+    isolation = require_isolation()
+    methods = scored_methods(args.extra, args.extra_every)
+    meta = {"methods_sha256": methods_sha256(methods), "inputs_per_method": args.inputs, "seed": 0}
+    cases_path = args.work / "cases.json"
+    if cases_path.exists() and read_cases(cases_path)[2] == meta:
+        cases, left_out, _ = read_cases(cases_path)
+    else:
+        t0 = time.perf_counter()
+        cases, left_out = build_cases(methods, args.inputs)
+        write_cases(cases_path, cases, left_out, meta)
+        print(f"tests for {len(cases)} of {len(methods)} methods in {time.perf_counter() - t0:.0f} s")
+
+    specs = [("intact", args.model)] + [tuple(s.split("=", 1)) for s in args.checkpoints.split(",") if s]
+    rows = []
+    for label, folder in specs:
+        lm = load_model(folder, dtype=args.dtype, device=args.device)
+        if label == "intact" and lm.absent_attention():
+            raise SystemExit(f"--model {folder} has attention removed; pass the intact model")
+        records, seconds = answer_methods(lm, methods, args.work / f"answers-{label}.jsonl", label=label)
+        answers = {sha: r["messages"][-1]["content"] for sha, r in records.items()}
+        passed = score_answers(cases, answers, isolation=isolation)
+        row = {"checkpoint": label, "path": str(folder), "removed": lm.absent_attention(),
+               "passed_count": sum(passed.values()), "cases": len(cases),
+               "ca_percent": 100 * sum(passed.values()) / len(cases), "generation_seconds": round(seconds, 1),
+               "passed": passed}
+        if rows:
+            intact = rows[0]
+            row["kept_of_intact"] = row["passed_count"] / intact["passed_count"]
+            row["ca_minus_intact"] = list(paired_ca_difference(passed, intact["passed"]))
+        rows.append(row)
+        del lm
+        write_json_atomic(args.out, {"model": args.model, "methods": len(methods), "cases": len(cases),
+                                     "left_out": left_out, "inputs_per_method": args.inputs, "rows": rows})
+    print("| checkpoint | CA (passed / tests) | kept of intact | CA − intact [pp, 95 % CI] |\n|---|---:|---:|---|")
+    for r in rows:
+        diff = "" if "ca_minus_intact" not in r else "{:+.1f} [{:+.1f}, {:+.1f}]".format(*r["ca_minus_intact"])
+        kept = f"{100 * r['kept_of_intact']:.0f} %" if "kept_of_intact" in r else ""
+        print(f"| {r['checkpoint']} | {r['ca_percent']:.1f} % ({r['passed_count']} / {r['cases']}) | {kept} | {diff} |")
+
+
+if __name__ == "__main__":
+    main()
