@@ -179,11 +179,11 @@ def test_memory_bomb_is_contained():
     assert "allocated" not in out.stdout and "MemoryError" in out.stderr
 
 
-def test_subprocesses_and_writes_through_python_are_refused(tmp_path):
+def test_subprocesses_and_writes_through_python_are_refused(outside):
     out = contained("import subprocess\nsubprocess.run(['true'])\n")
     assert "subprocess.Popen is not allowed" in out.stderr
     assert "os.system is not allowed" in contained("import os\nos.system('true')\n").stderr
-    target = tmp_path / "escape.txt"
+    target = outside[1]  # $HOME; the sandbox's own /tmp is its folder
     out = contained(f"open({str(target)!r}, 'w').write('x')\n")
     assert "outside the sandbox folder" in out.stderr and not target.exists()
     out = run_python("open('inside.txt', 'w').write('ok')\nprint(open('inside.txt').read())\n", QUICK)
@@ -227,3 +227,122 @@ def test_without_isolation_it_refuses_unless_asked(monkeypatch):
     with pytest.raises(NoseError, match="no OS isolation"):
         run_python("print(1)")
     assert run_python("print(1)", isolation=Isolation.none()).stdout == "1\n"
+
+
+# What nose reads back after a run, and what one sample can take from another (issue: hostile
+# programs reaching the host through nose's own result files).
+
+def test_output_files_replaced_by_links_read_nothing_of_the_host(monkeypatch):
+    monkeypatch.setenv("NOSE_TEST_SECRET", "hunter2")
+    secret = ROOT / f".nose-secret-{uuid.uuid4().hex[:8]}"
+    secret.write_text("hunter2")
+    try:
+        for target in ("/proc/self/environ", str(secret), "/etc/passwd"):
+            code = ("import sys, os\nsys.modules['__main__']._inside = lambda p: True\n"
+                    "for name in ('stdout.txt', 'stderr.txt'):\n"
+                    "    if os.path.lexists(name): os.remove(name)\n"
+                    f"    os.symlink({target!r}, name)\n")
+            out = contained(code)
+            assert "hunter2" not in out.stdout + out.stderr and "root:" not in out.stdout + out.stderr
+    finally:
+        secret.unlink()
+
+
+def test_a_fifo_in_place_of_an_output_file_does_not_hang():
+    t0 = time.perf_counter()
+    out = contained("import os\nfor name in ('stdout.txt', 'stderr.txt'):\n"
+                    "    if os.path.lexists(name): os.remove(name)\n    os.mkfifo(name)\nprint('made')\n")
+    assert out.returncode == 0 and out.stdout == "made\n" and time.perf_counter() - t0 < 10
+
+
+def test_a_program_that_empties_or_rebuilds_its_folder_is_judged_not_raised():
+    out = contained("import os\nfor f in os.listdir('.'):\n    os.remove(f)\nprint('cleaned')\n")
+    assert out.returncode == 0 and out.stdout == "cleaned\n"
+    out = contained("import os, shutil\nfor f in os.listdir('.'):\n    os.remove(f)\n"
+                    "os.mkdir('stdout.txt')\nos.mkdir('stderr.txt')\nos.mkdir('main.py')\nprint('rebuilt')\n")
+    assert out.returncode == 0 and out.stdout == "rebuilt\n"
+
+
+def test_a_failure_after_the_run_is_the_samples_error(monkeypatch):
+    def broken(*args, **kwargs):
+        raise IsADirectoryError(21, "Is a directory")
+    monkeypatch.setattr(sandbox, "_read", broken)
+    out = run_python("print(1)", QUICK)
+    assert out.returncode not in (0, None) and "IsADirectoryError" in out.stderr and not out.timed_out
+
+
+def test_the_audit_hook_is_a_tripwire_and_the_os_holds_the_boundary(outside):
+    clear = "import sys\nsys.modules['__main__']._deny.clear()\nsys.modules['__main__']._inside = lambda p: True\n"
+    for target in outside:
+        out = contained(clear + f"open({str(target)!r}, 'w').write('x')\n")
+        assert out.returncode != 0 and not target.exists()
+    out = contained(clear + "import subprocess\nprint(subprocess.run(['id', '-u'], capture_output=True).stdout)\n")
+    assert "b'0" not in out.stdout  # it started a process (the hook is gone), but not as root
+
+
+FOUR_THREADS = ("import threading, time\ntime.sleep(1.0)\nts = [threading.Thread(target=time.sleep, args=(0.3,)) "
+                "for _ in range(4)]\n[t.start() for t in ts]\n[t.join() for t in ts]\nprint('threads ok')\n")
+
+
+def test_a_fork_bomb_does_not_fail_an_honest_sample_beside_it():
+    bomb = unguarded(CTYPES + "while True:\n    libc.fork()\n")
+    outs = run_many([bomb, FOUR_THREADS], Limits(wall_s=4, cpu_s=4), workers=2)
+    assert outs[1].stdout == "threads ok\n", outs[1].stderr
+    outs = run_many([bomb, bomb, FOUR_THREADS], Limits(wall_s=4, cpu_s=4), workers=3)
+    assert outs[2].stdout == "threads ok\n", outs[2].stderr
+
+
+def test_a_sample_counts_its_processes_together():
+    code = FORK_EXEC + ("import sys\nstarted = 0\nfor _ in range(200):\n"
+                        "    try:\n        spawn(sys.executable, '-I', '-S', '-c', 'import time; time.sleep(5)')\n"
+                        "        started += 1\n    except OSError:\n        break\nprint('started', started)\n")
+    # spawn waits for each child; run them in the background instead so that they pile up
+    code = code.replace("return os.waitpid(pid, 0)[1]", "return pid")
+    out = contained(code, Limits(wall_s=6, cpu_s=6, processes=16))
+    assert out.stdout.startswith("started") and int(out.stdout.split()[1]) < 16
+
+
+needs_cgroup = pytest.mark.skipif(sandbox.cgroup.parents() is None,
+                                  reason="summed memory per sample needs a cgroup (root on a host or VM); "
+                                         "the per-process limits alone hold here")
+
+
+@needs_cgroup
+def test_a_samples_memory_is_capped_as_a_sum():
+    child = "x = bytearray(400 * 1024 ** 2); x[::4096] = b'1' * len(x[::4096]); print('held', flush=True); " \
+            "import time; time.sleep(3)"
+    code = FORK_EXEC.replace("return os.waitpid(pid, 0)[1]", "return pid") + \
+        f"import sys, os, time\npids = [spawn(sys.executable, '-I', '-S', '-c', {child!r}) for _ in range(3)]\n" \
+        "print([os.waitpid(p, 0)[1] for p in pids])\n"
+    out = contained(code, Limits(wall_s=8, cpu_s=8, memory_mb=1024))
+    assert out.stdout.count("held") < 3, out.stdout
+
+
+def test_a_samples_files_are_capped_as_a_sum():
+    code = ("written = 0\nfor k in range(12):\n    try:\n        with open(f'f{k}', 'wb') as f:\n"
+            "            f.write(b'x' * (8 * 1024 ** 2))\n        written += 8\n    except OSError:\n        break\n"
+            "print('written', written)\n")
+    out = contained(code, Limits(wall_s=8, cpu_s=8, file_mb=16, disk_mb=32))
+    assert out.stdout.startswith("written") and int(out.stdout.split()[1]) <= 32
+
+
+def test_killed_runs_leave_no_cgroup_or_folder_behind(tmp_path):
+    import subprocess
+    import sys
+    script = ("from nose.evaluate.sandbox import run_python, Isolation, Limits\n"
+              "import sys\niso = None if sys.argv[1] == 'bwrap' else Isolation.none()\n"
+              "print('go', flush=True)\nrun_python('import time\\ntime.sleep(30)', Limits(wall_s=60), isolation=iso)\n")
+    for kind in ("bwrap", "none"):
+        proc = subprocess.Popen([sys.executable, "-c", script, kind], stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline() == "go\n"
+        time.sleep(1.5)
+        proc.kill()
+        proc.wait()
+        pid = proc.pid
+        run_python("print(1)", QUICK, isolation=None if kind == "bwrap" else Isolation.none())
+        sandbox._remove_stale_folders.cache_clear()
+        sandbox._remove_stale_folders()
+        assert not list(Path(sandbox.tempfile.gettempdir()).glob(f"nose-sandbox-{pid}-*"))
+        if sandbox.cgroup.parents():
+            sandbox.cgroup.parents.cache_clear()
+            assert all(not list(p.glob(f"nose-{pid}-*")) for p in sandbox.cgroup.parents())
