@@ -44,20 +44,96 @@ def write_json_atomic(path: Path, data: dict) -> None:
         raise
 
 
-def read_json_file(path: Path, default_name: str, fmt: str, what: str) -> dict:
-    """Read a result file (or ``default_name`` inside a folder) and check its ``format``."""
+NUMBER = (int, float)
+
+
+def check_shape(value, shape, where: str) -> None:
+    """Check decoded JSON against a shape, raising a one-line NoseError at the first mismatch.
+
+    A shape is a type or tuple of types (``bool`` never passes for ``int``), ``[shape]`` for a
+    list of such items, or ``{key: shape}`` for an object that has those keys (a key ending in
+    ``?`` may be missing); ``where`` names the value in the message (``search.json: order[2]``).
+    """
+    if isinstance(shape, dict):
+        if not isinstance(value, dict):
+            raise NoseError(f"{where} should be an object, not {_json_kind(value)}")
+        for key, inner in shape.items():
+            name, optional = key.rstrip("?"), key.endswith("?")
+            if name not in value:
+                if optional:
+                    continue
+                raise NoseError(f"{where} has no {name!r}")
+            check_shape(value[name], inner, f"{where}.{name}")
+    elif isinstance(shape, list):
+        if not isinstance(value, list):
+            raise NoseError(f"{where} should be a list, not {_json_kind(value)}")
+        for k, item in enumerate(value):
+            check_shape(item, shape[0], f"{where}[{k}]")
+    else:
+        types = shape if isinstance(shape, tuple) else (shape,)
+        if not isinstance(value, types) or (type(value) is bool and int in types and bool not in types):
+            wanted = " or ".join(_KINDS.get(t, t.__name__) for t in types)
+            raise NoseError(f"{where} should be {wanted}, not {_json_kind(value)} {json.dumps(value)[:40]}")
+
+
+_KINDS = {bool: "true/false", int: "an integer", float: "a number", str: "a string", dict: "an object",
+          list: "a list", type(None): "null"}  # bool first: it is an int too
+
+
+def _json_kind(value) -> str:
+    return next((word for t, word in _KINDS.items() if isinstance(value, t)), type(value).__name__)
+
+
+def read_json(path: Path, what: str):
+    """Decoded JSON of a file the user named, or a one-line NoseError (missing, unreadable,
+    not UTF-8, not JSON). ``what`` says what the file should be, for the message."""
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise NoseError(f"{path} does not exist; expected {what}") from None
+    except IsADirectoryError:
+        raise NoseError(f"{path} is a folder, not {what}") from None
+    except OSError as e:
+        raise NoseError(f"cannot read {path} ({e.strerror or e})") from None
+    except UnicodeDecodeError as e:
+        raise NoseError(f"{path} is not UTF-8 text (byte {e.start}); expected {what}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise NoseError(f"{path} is not valid JSON ({e.msg}, line {e.lineno}); expected {what}") from None
+
+
+def read_json_file(path: Path, default_name: str, fmt: str, what: str, shape: dict | None = None) -> dict:
+    """Read a result file (or ``default_name`` inside a folder), check its ``format`` and that it
+    has ``shape`` (see :func:`check_shape`)."""
     path = Path(path)
     if path.is_dir():
         path = path / default_name
     if not path.exists():
         raise NoseError(f"no {default_name} at {path}; pass a folder written by {what}")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise NoseError(f"{path} is not valid JSON ({e.msg})") from None
+    data = read_json(path, f"a {default_name} written by {what}")
+    if not isinstance(data, dict):
+        raise NoseError(f"{path} is not a {what} file (JSON {_json_kind(data)}, expected an object with "
+                        f"format {fmt})")
     if data.get("format") != fmt:
         raise NoseError(f"{path} is not a {what} file (format {data.get('format')!r}, expected {fmt})")
+    check_shape(data, shape or {}, path.name if path.name == default_name else str(path))
     return data
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process with this id exists (whoever owns it); for cleaning up after killed runs."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+PSEUDO_FILESYSTEMS = ("/proc", "/sys", "/dev")
 
 
 def check_output_dir(path: Path) -> None:
@@ -68,5 +144,10 @@ def check_output_dir(path: Path) -> None:
     probe = path
     while not probe.exists():
         probe = probe.parent
+    real = os.path.realpath(probe)
+    for top in PSEUDO_FILESYSTEMS:
+        if real == top or real.startswith(top + "/"):
+            raise NoseError(f"output folder {path} lies in {top}, a kernel pseudo-filesystem, not storage; "
+                            "choose another --out")
     if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
         raise NoseError(f"output folder {path} is not writable ({probe} does not allow writing); choose another --out")

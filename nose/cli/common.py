@@ -53,10 +53,10 @@ def parse_layers(text: str | None) -> list[int]:
     """'3,5, 7' -> [3, 5, 7]; a clear error for anything that is not a comma list of integers."""
     if not text:
         return []
-    try:
-        return [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise NoseError(f"layer list {text!r} is not a comma-separated list of integers (e.g. 3,5,7)") from None
+    parts = [part.strip() for part in text.strip().rstrip(",").split(",")]
+    if not all(p.isascii() and p.isdigit() for p in parts):  # no empty items, signs or other scripts' digits
+        raise NoseError(f"layer list {text!r} is not a comma-separated list of layer numbers (e.g. 3,5,7)")
+    return [int(p) for p in parts]
 
 
 def stderr_console():

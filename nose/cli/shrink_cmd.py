@@ -73,7 +73,7 @@ def shrink(
 
     err, log = stderr_console()
     check_output_dir(out)
-    check_target(out, overwrite)
+    check_target(out, overwrite, source=model if Path(model).exists() else None)  # a local model: before loading
     config = ShrinkConfig(
         layers=parse_layers(layers), search=str(search) if search else None, k=k, replace=replace, mode=mode.value,
         data=data, text_field=text_field, samples=samples, val_samples=val_samples, seq_len=seq_len, seed=seed,
@@ -86,6 +86,7 @@ def shrink(
         raise NoseError("--layers is empty; name at least one layer, e.g. --layers 19,20")
     quiet_transformers()
     ref = resolve_model(model, log=log)
+    check_target(out, overwrite, source=ref.source.get("path"))
     choose_layers(config, ref.weights_sha256, ref.num_layers)  # bad layers fail before the weights load
     lm = load_model(ref, dtype=dtype, device=device, device_map=device_map, log=log)
     with progress_bar(err) as progress:

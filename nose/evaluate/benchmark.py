@@ -238,14 +238,37 @@ def find_root(path: Path) -> Path:
                     "TestRunner/config/l1..4.json inside it")
 
 
+QUESTIONS_SHAPE = {"questions": [{"name": str, "paramsType": list, "returnType": (str, list, dict),
+                                    "tests": [{"params": list, "return": object}]}]}
+
+
+def _lines(path: Path) -> list[str]:
+    """A benchmark text file's lines, or a one-line error naming the file and what is wrong."""
+    try:
+        return path.read_bytes().decode("utf-8").splitlines()
+    except FileNotFoundError:
+        raise NoseError(f"the benchmark has no {path}; pass a complete clone of PolyEval/G-TransEval") from None
+    except IsADirectoryError:
+        raise NoseError(f"{path} is a folder; the benchmark needs a text file there") from None
+    except OSError as e:
+        raise NoseError(f"cannot read {path} ({e.strerror or e})") from None
+    except UnicodeDecodeError as e:
+        raise NoseError(f"{path} is not UTF-8 text (byte {e.start}); the benchmark files are UTF-8") from None
+
+
 def load_benchmark(path: Path) -> list[Sample]:
+    from nose.files import check_shape, read_json
+
     root = find_root(path)
     samples = []
     for k in (1, 2, 3, 4):
         folder = root / "G-TransEval" / f"Type{k}"
-        java = (folder / "Java.test").read_text(encoding="utf-8").splitlines()
-        python = (folder / "Python.test").read_text(encoding="utf-8").splitlines()
-        questions = json.loads((root / "TestRunner" / "config" / f"l{k}.json").read_text())["questions"]
+        java = _lines(folder / "Java.test")
+        python = _lines(folder / "Python.test")
+        config = root / "TestRunner" / "config" / f"l{k}.json"
+        data = read_json(config, "a G-TransEval test config (an object with 'questions')")
+        check_shape(data, QUESTIONS_SHAPE, str(config))
+        questions = data["questions"]
         if not (len(java) == len(python) == len(questions)):
             raise NoseError(f"{folder}: Java.test, Python.test and l{k}.json differ in length "
                             f"({len(java)}, {len(python)}, {len(questions)})")
@@ -259,6 +282,9 @@ def select(samples: list[Sample], ids: list[str] | None = None, limit: int | Non
            stratified: bool = False) -> list[Sample]:
     """A subset by ids, or the first ``limit``, or ``limit`` spread over types in proportion."""
     if ids:
+        twice = sorted({i for i in ids if ids.count(i) > 1})
+        if twice:
+            raise NoseError(f"--ids names {', '.join(twice[:5])} more than once; each sample counts once")
         known = {s.id: s for s in samples}
         unknown = [i for i in ids if i not in known]
         if unknown:

@@ -27,6 +27,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from nose.files import process_alive
+
 MOUNT = Path("/sys/fs/cgroup")
 _serial = itertools.count()
 
@@ -143,16 +145,6 @@ def _remove_stale(parent: Path) -> None:
             continue
         if not process_alive(pid):
             _empty_and_remove(folder, wait_s=0.5)
-
-
-def process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def create(processes: int, memory_bytes: int) -> SampleGroup | None:

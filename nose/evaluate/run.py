@@ -29,7 +29,7 @@ from nose.evaluate.benchmark import PASS_MARKER, PREFIX, Sample
 from nose.evaluate.extraction import entry_function, extract_code
 from nose.evaluate.generation import GenerationConfig, PromptConfig, generate_transformers, generate_vllm
 from nose.evaluate.sandbox import Isolation, Limits, Outcome, require_isolation, run_many
-from nose.files import write_json_atomic
+from nose.files import NUMBER, check_shape, write_json_atomic
 from nose.model.loading import LoadedModel
 from nose.model.replacements import describe_all
 from nose.model.switches import attention_switched
@@ -37,6 +37,9 @@ from nose.search.record import versions
 
 SAMPLES = "samples.jsonl"
 RESULTS = "results.json"
+RESULTS_SHAPE = {"metrics": {"samples": int, "ca_percent": NUMBER, "ca_by_type": {}, "bleu": NUMBER,
+                             "codebleu": (int, float, type(None))},
+                 "settings_hash?": str, "efficiency?": (dict, type(None))}  # what readers of results.json use
 
 
 @dataclass
@@ -169,7 +172,10 @@ def read_done(path: Path, digests: tuple[str, ...]) -> dict[str, dict]:
     done: dict[str, dict] = {}
     if not path.exists():
         return done
-    lines = path.read_text(encoding="utf-8").splitlines()
+    try:
+        lines = path.read_bytes().decode("utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise NoseError(f"cannot read {path} ({e}); remove it or use --overwrite") from None
     for n, line in enumerate(lines, 1):
         try:
             rec = json.loads(line)
@@ -177,7 +183,8 @@ def read_done(path: Path, digests: tuple[str, ...]) -> dict[str, dict]:
             if n == len(lines):
                 break
             raise NoseError(f"{path}:{n} is not valid JSON; remove the file or use --overwrite") from None
-        if rec.get("settings_hash") not in digests:
+        check_shape(rec, {"id": str, "settings_hash": str, "passed": [bool]}, f"{path}:{n}")
+        if rec["settings_hash"] not in digests:
             raise NoseError(f"{path} was written with other settings (model, prompt, generation or subset); "
                             "use another --out or --overwrite")
         done[rec["id"]] = rec | {"settings_hash": digests[0]}

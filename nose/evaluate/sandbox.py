@@ -56,6 +56,7 @@ from pathlib import Path
 
 from nose.errors import NoseError
 from nose.evaluate import cgroup
+from nose.files import process_alive
 
 FOLDER = "/tmp"  # the program's folder inside bwrap: a fresh tmpfs, its only writable place
 SAMPLE_UIDS = (1 << 20, 1 << 30)  # a run's own uid (as root) is drawn from this range
@@ -344,7 +345,7 @@ def _remove_stale_folders() -> None:
     """Folders of unisolated runs whose toolkit process was killed (once per process)."""
     for folder in Path(tempfile.gettempdir()).glob("nose-sandbox-*-*"):
         pid = folder.name.split("-")[2]
-        if pid.isdigit() and not cgroup.process_alive(int(pid)):
+        if pid.isdigit() and not process_alive(int(pid)):
             shutil.rmtree(folder, ignore_errors=True)
 
 

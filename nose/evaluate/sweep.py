@@ -30,7 +30,7 @@ from nose.errors import NoseError
 from nose.evaluate import efficiency
 from nose.evaluate.benchmark import Sample
 from nose.evaluate.generation import GenerationConfig, PromptConfig
-from nose.evaluate.run import RESULTS, SAMPLES, EvalConfig, evaluate, run_digests
+from nose.evaluate.run import RESULTS, RESULTS_SHAPE, SAMPLES, EvalConfig, evaluate, run_digests
 from nose.files import read_json_file, write_json_atomic
 from nose.model.loading import LoadedModel
 from nose.model.switches import attention_switched
@@ -109,7 +109,7 @@ def finished(lm: LoadedModel, samples: list[Sample], prompt: PromptConfig, gen: 
     """The results in ``out_dir`` if they are complete and made with exactly these settings."""
     done = out_dir / RESULTS
     if done.exists():
-        results = read_json_file(done, RESULTS, "nose.evaluate/1", "nose evaluate")
+        results = read_json_file(done, RESULTS, "nose.evaluate/1", "nose evaluate", RESULTS_SHAPE)
         if results.get("settings_hash") in run_digests(lm, samples, prompt, gen, config):
             return results
     return None
@@ -189,4 +189,5 @@ def _rows(orders: list[Order], ks: list[int], evals: dict, kind: str, mode: str)
 
 
 def read_sweep(path: Path) -> dict:
-    return read_json_file(path, FILENAME, FORMAT, "nose sweep")
+    return read_json_file(path, FILENAME, FORMAT, "nose sweep", {"orders": [{"label": str, "criterion": str}],
+                                                                  "rows": [dict]})

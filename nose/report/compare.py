@@ -13,12 +13,16 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from nose.files import read_json_file  # noqa: E402
+from nose.evaluate.run import RESULTS_SHAPE  # noqa: E402
+from nose.files import NUMBER, check_shape, read_json_file  # noqa: E402
 
 
 def load_run(path: Path) -> dict:
     """A ``results.json`` (or the one inside a folder)."""
-    return read_json_file(path, "results.json", "nose.evaluate/1", "nose evaluate")
+    run = read_json_file(path, "results.json", "nose.evaluate/1", "nose evaluate", RESULTS_SHAPE)
+    for level, v in run["metrics"]["ca_by_type"].items():
+        check_shape(v, {"ca": NUMBER}, f"{path}: metrics.ca_by_type.{level}")
+    return run
 
 
 def _get(d: dict, *keys):

@@ -25,6 +25,10 @@ from nose.files import read_json_file
 
 FORMAT = "nose.search/2"
 FILENAME = "search.json"
+SHAPE = {"model": {"id": str, "weights_sha256": str, "num_layers": int},
+         "settings": {"criterion": str, "mode": str, "protect": [int]},
+         "calibration": {"token_ids_sha256": str}, "score": {"name": str, "unit": str},
+         "steps": [{"selected": int}], "order": [int]}  # what readers of a search file use
 # Settings that must match for a resumed search to give the same result.
 RESUME_KEYS = ("criterion", "mode", "target", "protect", "seed", "bootstrap", "batch_size")
 
@@ -57,7 +61,7 @@ def new_record(model: dict, calibration: dict, settings: dict, score: dict) -> d
 
 def read_record(path: Path) -> dict:
     """A ``search.json`` (or the one inside a folder)."""
-    return read_json_file(path, FILENAME, FORMAT, "nose search")
+    return read_json_file(path, FILENAME, FORMAT, "nose search", SHAPE)
 
 
 def check_resumable(previous: dict, model: dict, calibration: dict, settings: dict) -> None:

@@ -27,6 +27,7 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -38,12 +39,13 @@ import torch
 from safetensors.torch import save_file
 
 from nose.errors import NoseError
-from nose.files import publish_permissions, write_json_atomic
+from nose.files import process_alive, publish_permissions, write_json_atomic
 from nose.model.loading import LoadedModel
 from nose.model.replacements import Replacement, describe_all, uniform
 from nose.model.switches import SwitchedAttention, check_layer_indices
 
 REMOTE = Path(__file__).parent / "remote"
+CHECKPOINT_FORMAT = "nose.checkpoint/2"
 SHARD_BYTES = 2 * 1024 ** 3
 
 
@@ -69,9 +71,43 @@ def rope_theta(config) -> float:
     return float(theta)
 
 
-def check_target(out: Path, overwrite: bool) -> None:
-    if Path(out).exists() and not overwrite:
+def check_target(out: Path, overwrite: bool, source: str | Path | None = None) -> None:
+    """Refuse an ``out`` that exists unless ``overwrite``, and even then anything but an export of
+    nose's own (a folder with its ``nose.json``), the model being read (``source``) or a folder
+    holding the working directory."""
+    out = Path(out)
+    if not out.exists() and not out.is_symlink():
+        return
+    if not overwrite:
         raise NoseError(f"{out} exists; choose another --out or pass --overwrite")
+    real = out.resolve()
+    if source is not None:
+        src = Path(source).resolve()
+        if real == src or real in src.parents or src in real.parents:
+            raise NoseError(f"--out {out} is the model being read ({source}) or overlaps it; --overwrite never "
+                            "replaces the source model, choose another --out")
+    if real == Path.cwd().resolve() or real in Path.cwd().resolve().parents:
+        raise NoseError(f"--out {out} holds the working directory; choose another --out")
+    if out.is_symlink() or not out.is_dir() or not _is_nose_export(out):
+        raise NoseError(f"--out {out} exists and is not a checkpoint nose exported (no nose.json with format "
+                        f"{CHECKPOINT_FORMAT.split('/')[0]}/...); --overwrite only replaces nose's own exports, "
+                        "choose another --out or remove it yourself")
+
+
+def _is_nose_export(folder: Path) -> bool:
+    try:
+        record = json.loads((folder / "nose.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(record, dict) and str(record.get("format", "")).startswith(CHECKPOINT_FORMAT.split("/")[0] + "/")
+
+
+def _remove_stale_temporaries(out: Path) -> None:
+    """Temporary folders beside ``out`` left by exports whose process was killed."""
+    for folder in out.parent.glob(f".{glob.escape(out.name)}.*-*-*"):
+        kind, pid = folder.name[len(out.name) + 2:].split("-")[:2]
+        if kind in ("tmp", "old") and pid.isdigit() and not process_alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def check_exportable(lm: LoadedModel, replacements: dict[int, Replacement]) -> None:
@@ -211,9 +247,10 @@ def export_checkpoint(lm: LoadedModel, replacements: dict[int, Replacement] | li
     check_exportable(lm, replacements)
     removed = sorted(replacements)
     out = Path(out)
-    check_target(out, overwrite)
+    check_target(out, overwrite, source=lm.source.get("path"))
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    _remove_stale_temporaries(out)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-{os.getpid()}-"))
     try:
         state = export_state_dict(lm, replacements)
         files = write_shards(state, tmp, shard_bytes)
@@ -227,14 +264,14 @@ def export_checkpoint(lm: LoadedModel, replacements: dict[int, Replacement] | li
             lm.model.generation_config.save_pretrained(tmp)
         before = lm.num_layers - len(lm.absent_attention())
         write_json_atomic(tmp / "nose.json", {
-            "format": "nose.checkpoint/2", "source_model": lm.provenance(), "removed_attention": removed,
+            "format": CHECKPOINT_FORMAT, "source_model": lm.provenance(), "removed_attention": removed,
             "replacements": describe_all(replacements),
             "attention_layers": f"{before} -> {before - len(removed)}", "files": files, **(provenance or {})})
         if extra is not None:
             extra(tmp)
         publish_permissions(tmp)
         if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            old = out.with_name(f".{out.name}.old-{os.getpid()}-0")
             os.replace(out, old)
             os.replace(tmp, out)
             shutil.rmtree(old, ignore_errors=True)

@@ -81,6 +81,8 @@ class HealConfig:
             raise NoseError(f"--alpha must lie in [0, 1], got {self.alpha}")
         if self.temperature <= 0 or self.beta <= 0:
             raise NoseError("--temperature and --beta must be positive")
+        if not 0.0 < self.lr <= 1.0:  # NaN fails too
+            raise NoseError(f"--lr must lie in (0, 1] (AdamW learning rates are around 1e-5), got {self.lr}")
 
 
 def blend_at(step: int, config: HealConfig) -> float:

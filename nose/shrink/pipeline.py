@@ -62,6 +62,11 @@ class ShrinkConfig:
         if self.search and self.k is None:
             raise NoseError("--search needs --k (how many of its layers to remove)")
         check_replace(self.replace, self.mode)
+        if self.samples < 1 or self.val_samples < 0 or (self.seq_len is not None and self.seq_len < 2):
+            raise NoseError("--samples must be at least 1, --val-samples 0 or more and --seq-len at least 2 "
+                            f"(got {self.samples}, {self.val_samples}, {self.seq_len})")
+        if self.fit.seq_len < 2:
+            raise NoseError(f"--fit-seq-len must be at least 2, got {self.fit.seq_len}")
         self.heal.validate()
         if self.replace == "linear":
             self.fit.validate()
@@ -180,9 +185,12 @@ def shrink(lm: LoadedModel, config: ShrinkConfig, out: Path, overwrite: bool = F
     from nose.shrink.export import check_exportable, check_target, export_checkpoint
 
     out = Path(out)
-    check_target(out, overwrite)
+    check_target(out, overwrite, source=lm.source.get("path"))
     removed, provenance = choose_layers(config, lm.weights_sha256, lm.num_layers)
     check_exportable(lm, dict.fromkeys(removed))
+    state = out.parent / f".{out.name}.healing-state.pt"
+    if resume and not state.exists():  # before the data and the fit, not after them
+        raise NoseError(f"--resume: no healing state at {state}; run without --resume")
     data = build_data(lm, config, progress, log)
     log(f"attention layers: {lm.num_layers - len(lm.absent_attention())} -> "
         f"{lm.num_layers - len(lm.absent_attention()) - len(removed)} (removing {removed}, "
@@ -198,9 +206,6 @@ def shrink(lm: LoadedModel, config: ShrinkConfig, out: Path, overwrite: bool = F
     else:
         replacements: dict[int, Replacement] = uniform(removed, config.mode)
         fit_report = None
-    state = out.parent / f".{out.name}.healing-state.pt"
-    if resume and not state.exists():
-        raise NoseError(f"--resume: no healing state at {state}")
     c0 = time.process_time()
     history = heal(lm, replacements, data.train, data.val, config.heal, progress,
                    state_path=state if config.heal.steps else None, save_every=save_every, resume=resume)
