@@ -104,6 +104,27 @@ def read_json(path: Path, what: str):
         raise NoseError(f"{path} is not valid JSON ({e.msg}, line {e.lineno}); expected {what}") from None
 
 
+def jsonl_records(path: Path, what: str):
+    """(line number, object) for each non-blank line of a JSONL file the user named, with a
+    one-line NoseError for a line that is not UTF-8, not JSON or not an object."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise NoseError(f"{path}:{lineno} is not UTF-8 text (byte {e.start}); expected {what}") from None
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise NoseError(f"{path}:{lineno} is not valid JSON ({e.msg}); expected {what}") from None
+            if not isinstance(record, dict):
+                raise NoseError(f"{path}:{lineno} is JSON {_json_kind(record)}, not an object; expected {what}")
+            yield lineno, record
+
+
 def read_json_file(path: Path, default_name: str, fmt: str, what: str, shape: dict | None = None) -> dict:
     """Read a result file (or ``default_name`` inside a folder), check its ``format`` and that it
     has ``shape`` (see :func:`check_shape`)."""

@@ -13,7 +13,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -171,7 +170,6 @@ def test_shrink_numbers_and_places_are_checked(saved_tiny, tmp_path, args, messa
 
 
 def test_resume_without_a_state_refuses_before_the_fit(saved_tiny, tmp_path):
-    t0 = time.perf_counter()
     res = runner.invoke(app, ["shrink", "--model", str(saved_tiny("llama", intermediate_size=256)), "--layers", "2", "--steps", "4",
                               "--resume", "--out", str(tmp_path / "c")])
     assert res.exit_code == 2 and "--resume: no healing state" in res.stderr
@@ -230,3 +228,25 @@ def test_a_killed_export_leaves_temporaries_the_next_run_removes(saved_tiny, tmp
                               "--out", str(out), "--overwrite"])
     assert res.exit_code == 0 and not list(tmp_path.glob(".ckpt.tmp-*"))
     assert json.loads((out / "nose.json").read_text())["removed_attention"] == [3]
+
+
+def test_jsonl_inputs_are_checked_line_by_line(tmp_path, tok):
+    from nose.data.chat import chat_rows
+    from nose.data.corpus import load_methods
+    from nose.search.calibration import build_calibration
+
+    readers = {
+        "methods": lambda p: load_methods(p),
+        "calibration": lambda p: build_calibration(tok, str(p), samples=2, seq_len=16),
+        "chat": lambda p: chat_rows(tok, p, samples=2, seq_len=16),
+    }
+    good = {"methods": '{"name": "add", "java": "int add(int a, int b) { return a + b; }"}',
+            "calibration": '{"text": "def add(a, b): return a + b"}',
+            "chat": '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "ok"}]}'}
+    for name, read in readers.items():
+        path = tmp_path / f"{name}.jsonl"
+        for bad in (b"[]", b"null", b"{", b"\xff\xfe", b'{"messages": "x"}', b'{"name": 3, "java": []}',
+                    b'{"messages": [1, 2]}'):
+            path.write_bytes(good[name].encode() + b"\n" + bad + b"\n")
+            with pytest.raises(NoseError, match=rf"{name}.jsonl:2 "):
+                read(path)

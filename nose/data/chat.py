@@ -12,6 +12,13 @@ import json
 from pathlib import Path
 
 from nose.errors import NoseError
+from nose.files import jsonl_records
+
+
+def is_conversation(messages) -> bool:
+    """A ``messages`` value nose can render: a list of objects with string ``role`` and ``content``."""
+    return isinstance(messages, list) and all(
+        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in messages)
 
 
 def render_chat(messages: list, tokenizer, add_generation_prompt: bool = False) -> str:
@@ -47,19 +54,20 @@ def is_chat_file(path: Path) -> bool:
     path = Path(path)
     if path.suffix != ".jsonl" or not path.is_file():
         return False
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8", errors="replace") as f:  # the readers report bad bytes by line
         for line in f:
             if line.strip():
                 try:
-                    return isinstance(json.loads(line).get("messages"), list)
+                    record = json.loads(line)
                 except json.JSONDecodeError:
                     return False
+                return isinstance(record, dict) and isinstance(record.get("messages"), list)
     return False
 
 
 def count_records(path: Path) -> int:
     """Conversations (non-blank lines) in a chat JSONL."""
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8", errors="replace") as f:
         return sum(1 for line in f if line.strip())
 
 
@@ -67,19 +75,15 @@ def chat_rows(tokenizer, path: Path, samples: int, seq_len: int) -> list[tuple[l
     """(ids, answer mask) of the first ``samples`` conversations with an answer token within
     ``seq_len`` tokens, each cut to ``seq_len``."""
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            if len(rows) >= samples:
-                break
-            try:
-                messages = json.loads(line)["messages"]
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise NoseError(f"{path}:{lineno} is not a chat record (JSON with a 'messages' list)") from None
-            ids, mask = assistant_mask(tokenizer, messages)
-            if sum(mask[:seq_len]):
-                rows.append((ids[:seq_len], mask[:seq_len]))
+    for lineno, record in jsonl_records(path, "a chat record (JSON with a 'messages' list)"):
+        if len(rows) >= samples:
+            break
+        messages = record.get("messages")
+        if not is_conversation(messages):
+            raise NoseError(f"{path}:{lineno} is not a chat record (a 'messages' list of role/content objects)")
+        ids, mask = assistant_mask(tokenizer, messages)
+        if sum(mask[:seq_len]):
+            rows.append((ids[:seq_len], mask[:seq_len]))
     if not rows:
         raise NoseError(f"chat data {path} has no assistant tokens within --seq-len {seq_len}")
     return rows

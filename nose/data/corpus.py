@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nose.errors import NoseError
+from nose.files import jsonl_records
 
 SHIPPED = Path(__file__).parent / "java_methods.jsonl"
 
@@ -43,17 +44,10 @@ def load_methods(path: str | Path | None = None) -> list[JavaMethod]:
     if not path.exists():
         raise NoseError(f"Java methods file {path} does not exist; pass a JSONL with name and java per record")
     methods = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise NoseError(f"{path}:{lineno} is not valid JSON ({e.msg})") from None
-            if not isinstance(rec.get("name"), str) or not isinstance(rec.get("java"), str):
-                raise NoseError(f"{path}:{lineno} needs string fields 'name' and 'java'")
-            methods.append(JavaMethod(rec["name"], rec["java"], rec.get("category", ""), rec.get("origin", "")))
+    for lineno, rec in jsonl_records(path, "a Java method record (name, java)"):
+        if not isinstance(rec.get("name"), str) or not isinstance(rec.get("java"), str):
+            raise NoseError(f"{path}:{lineno} needs string fields 'name' and 'java'")
+        methods.append(JavaMethod(rec["name"], rec["java"], str(rec.get("category", "")), str(rec.get("origin", ""))))
     if not methods:
         raise NoseError(f"{path} holds no Java methods")
     return methods

@@ -11,7 +11,6 @@ the candidate's entry function, and a pass prints ``All Passed!``.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path

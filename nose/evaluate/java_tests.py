@@ -462,8 +462,9 @@ def write_cases(path: Path, cases: list[Case], left_out: dict[str, str], meta: d
 
 
 def read_cases(path: Path) -> tuple[list[Case], dict[str, str], dict]:
-    data = json.loads(Path(path).read_text(encoding="utf-8"))
-    if data.get("format") != "nose.java-tests/1":
-        raise NoseError(f"{path} is not a Java tests file (format nose.java-tests/1)")
+    from nose.files import read_json_file
+
+    data = read_json_file(path, Path(path).name, "nose.java-tests/1", "benchmarks/heldout_tests.py",
+                          {"cases": [dict], "left_out": dict})
     meta = {k: v for k, v in data.items() if k not in ("format", "cases", "left_out")}
     return [Case(**c) for c in data["cases"]], data["left_out"], meta

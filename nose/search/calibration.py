@@ -32,7 +32,6 @@ token t + 1 is counted.
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 import sysconfig
 from collections.abc import Iterator
@@ -41,8 +40,9 @@ from pathlib import Path
 
 import torch
 
-from nose.data.chat import chat_rows, is_chat_file, render_chat
+from nose.data.chat import chat_rows, is_chat_file, is_conversation, render_chat
 from nose.errors import NoseError
+from nose.files import jsonl_records
 
 SOURCE_EXTENSIONS = {".py", ".java", ".c", ".h", ".cc", ".cpp", ".hpp", ".cs", ".js", ".ts", ".go",
                      ".rs", ".rb", ".kt", ".scala", ".swift", ".php", ".sh", ".lua", ".r", ".jl"}
@@ -208,21 +208,16 @@ def _read_files(files: list[Path], seed: int) -> Iterator[str]:
 
 
 def _jsonl_documents(path: Path, tokenizer, text_field: str) -> Iterator[str]:
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise NoseError(f"{path}:{lineno} is not valid JSON ({e.msg})") from None
-            if isinstance(record.get("messages"), list):
-                yield render_chat(record["messages"], tokenizer)
-            elif isinstance(record.get(text_field), str):
-                yield record[text_field]
-            else:
-                raise NoseError(f"{path}:{lineno} has neither a {text_field!r} string nor a 'messages' list; "
-                                "set --text-field to the field that holds the text")
+    for lineno, record in jsonl_records(path, f"a record with a {text_field!r} string or a 'messages' list"):
+        if "messages" in record:
+            if not is_conversation(record["messages"]):
+                raise NoseError(f"{path}:{lineno} has a 'messages' field that is not a list of role/content objects")
+            yield render_chat(record["messages"], tokenizer)
+        elif isinstance(record.get(text_field), str):
+            yield record[text_field]
+        else:
+            raise NoseError(f"{path}:{lineno} has neither a {text_field!r} string nor a 'messages' list; "
+                            "set --text-field to the field that holds the text")
 
 
 def _padded(rows: list[list[int]], pad: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
