@@ -12,8 +12,15 @@ Writes ``reports/repair/summary.json`` (each row names its order; rows of earlie
 same model and benchmark are kept; healed rows carry their healing settings) and prints the
 table for ``reports/repair.md``.
 
+Selection rule (``docs/decisions.md``): the order, k and variants a run evaluates were chosen
+before it, on data the project owns (held-out transcripts, held-out unit tests made by running
+the Java); G-TransEval only reports them. ``--order-chosen-by`` and ``--variants-chosen-by``
+say what chose them; both are written into each new row (``chosen_by``), beside
+``evaluated_on``.
+
     python benchmarks/repair.py --order runs/h2h/search-kl-translate --k 3,6,8 \\
-        --benchmark <G-TransEval clone> --work runs/repair --heal "--steps 60 --lr 1e-5"
+        --benchmark <G-TransEval clone> --work runs/repair --heal "--steps 60 --lr 1e-5" \\
+        --order-chosen-by "held-out unit tests" --variants-chosen-by "held-out transcripts' KL"
 """
 
 from __future__ import annotations
@@ -124,6 +131,9 @@ def main() -> None:
                                        "chat JSONL of benchmarks/extra_fit_data.py")
     ap.add_argument("--sweep", type=Path, help="a nose sweep folder with the same benchmark settings: its "
                                                "intact and removed evaluations are reused")
+    for what in ("order", "variants"):
+        ap.add_argument(f"--{what}-chosen-by", required=True, help=f"what chose the {what} (held-out data the "
+                        "project owns; docs/decisions.md, Selection rule); written into each new row")
     ap.add_argument("--out", type=Path, default=ROOT / "reports" / "repair")
     args = ap.parse_args()
     if "linear-fit-data" in args.variants.split(",") and not args.fit_data:
@@ -176,12 +186,17 @@ def main() -> None:
             rows.append(row(args.order, name, k, meta["removed_attention"], metrics, intact, efficiency, meta["repair_cost"],
                             ckpt, eval_dir, healed) | ({"fit_data": fit_data} if fit_data else {}))
             del lm
+    evaluated_on = f"G-TransEval --limit {args.limit} --stratified (the development set)"
+    chosen_by = {"order": args.order_chosen_by, "variant": args.variants_chosen_by}
+    rows = [r | {"chosen_by": chosen_by, "evaluated_on": evaluated_on} for r in rows]
     summary = {"model": args.model, "benchmark": {"limit": int(args.limit), "stratified": True},
                "intact": {"ca_percent": intact["ca_percent"], "codebleu": intact["codebleu"],
                           "ca_by_type": intact["ca_by_type"]}}
     rows = with_differences(merged_rows(args.out / "summary.json", summary, rows))
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "summary.json").write_text(json.dumps({**summary, "rows": rows}, indent=2) + "\n")
+    old = json.loads((args.out / "summary.json").read_text()) if (args.out / "summary.json").exists() else {}
+    checks = {"external_checks": old["external_checks"]} if "external_checks" in old else {}
+    (args.out / "summary.json").write_text(json.dumps({**summary, **checks, "rows": rows}, indent=2) + "\n")
     table = [("| k | order | variant | CA [%] | kept of intact | CodeBLEU | KV [bytes/token] | parameters [M] | "
               "repair [min] | repair tokens | CA − removed [95 % CI] |"),
              "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
