@@ -32,7 +32,7 @@ from nose.evaluate.sweep import Order, check_sweep  # noqa: E402
 from nose.files import write_json_atomic  # noqa: E402
 from nose.model.loading import load_model  # noqa: E402
 from nose.model.switches import attention_switched  # noqa: E402
-from nose.search.calibration import build_calibration  # noqa: E402
+from nose.data.calibration import build_calibration  # noqa: E402
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ from the registry entry's ``oracle`` path:
 
 The score of a candidate is the registry's ``score(value of S, value of S ∪ {i})``.
 
-``mode="linear"``: candidate i is replaced by a W fitted with :func:`nose.shrink.linear_fit.fit_linear`
+``mode="linear"``: candidate i is replaced by a W fitted with :func:`nose.replace.ridge.fit_linear`
 (itself checked against a naive ridge) for layer i alone, run with S's maps switched on and every
 real token counted; a selected layer keeps its map.
 """
@@ -27,10 +27,10 @@ import torch
 from nose.model.loading import LoadedModel
 from nose.model.replacements import make
 from nose.model.switches import attention_switched
-from nose.search.calibration import CalibrationSet
+from nose.data.calibration import CalibrationSet
 from nose.search.criteria import CRITERIA
 from nose.search.target import Target
-from nose.shrink.linear_fit import FitConfig, fit_linear
+from nose.replace.ridge import FitConfig, fit_linear
 
 
 def _forward(lm: LoadedModel, calib: CalibrationSet, removed: dict, batch_size: int,

@@ -35,12 +35,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 VARIANTS = {  # name: (replace, healing, further nose shrink options)
-    "removed": ("none", False, ()),
+    "removed": ("skip", False, ()),
     "linear": ("linear", False, ("--fit-samples", "64")),  # the first fit (64 transcripts)
     "linear-stream": ("linear", False, ("--fit-target", "stream")),
     "linear-198": ("linear", False, ("--fit-samples", "198")),  # every training transcript: shrink's default
     "linear-fit-data": ("linear", False, ()),  # every row of --fit-data (nose shrink --data)
-    "healed": ("none", True, ()),
+    "healed": ("skip", True, ()),
     "linear+healed": ("linear", True, ()),
     # KD trains only the fitted maps, from step 1 (no blend): the recipe the held-out transcripts chose at k = 8
     "linear+healed-maps": ("linear", True, ("--train", "replacements", "--schedule", "none")),
@@ -128,7 +128,7 @@ def main() -> None:
     ap.add_argument("--heal", default="", help="extra nose shrink options for the healed variants, e.g. "
                                                "'--steps 120 --lr 1e-4 --loss kd'")
     ap.add_argument("--fit-data", help="fit data of the linear-fit-data variant (nose shrink --data), e.g. the "
-                                       "chat JSONL of benchmarks/extra_fit_data.py")
+                                       "chat JSONL (experiments/extra-fit-data)")
     ap.add_argument("--sweep", type=Path, help="a nose sweep folder with the same benchmark settings: its "
                                                "intact and removed evaluations are reused")
     for what in ("order", "variants"):

@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.naive_search import naive_search  # noqa: E402
 from nose.model.loading import load_model  # noqa: E402
-from nose.search.calibration import build_calibration  # noqa: E402
+from nose.data.calibration import build_calibration  # noqa: E402
 from nose.search.config import SearchConfig  # noqa: E402
 from nose.search.run import run_search  # noqa: E402
 

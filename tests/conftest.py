@@ -42,7 +42,7 @@ def tok():
 @pytest.fixture(scope="session")
 def calib(tok):
     """Six packed 48-token rows of standard-library text (read-only)."""
-    from nose.search.calibration import build_calibration
+    from nose.data.calibration import build_calibration
 
     return build_calibration(tok, "stdlib", samples=6, seq_len=48)
 

@@ -179,7 +179,7 @@ def test_resume_without_a_state_refuses_before_the_fit(saved_tiny, tmp_path):
 def test_overwrite_replaces_only_nose_exports(saved_tiny, tmp_path, monkeypatch):
     model = saved_tiny("llama", intermediate_size=256)
     run = lambda out: runner.invoke(app, ["shrink", "--model", str(model), "--layers", "2", "--steps", "0",  # noqa
-                                          "--replace", "none", "--out", str(out), "--overwrite"])
+                                          "--replace", "skip", "--out", str(out), "--overwrite"])
     mine = tmp_path / "mine"
     (mine / "sub").mkdir(parents=True)
     (mine / "notes.txt").write_text("keep me")
@@ -208,7 +208,7 @@ def test_a_killed_export_leaves_temporaries_the_next_run_removes(saved_tiny, tmp
     (stale / "x").mkdir(parents=True)
     alive = tmp_path / f".ckpt.tmp-{os.getpid()}-abc"  # a running export's: kept
     alive.mkdir()
-    res = runner.invoke(app, ["shrink", "--model", str(model), "--layers", "2", "--steps", "0", "--replace", "none",
+    res = runner.invoke(app, ["shrink", "--model", str(model), "--layers", "2", "--steps", "0", "--replace", "skip",
                               "--out", str(out)])
     assert res.exit_code == 0, res.output
     assert not stale.exists() and alive.exists() and (out / "nose.json").exists()
@@ -224,7 +224,7 @@ def test_a_killed_export_leaves_temporaries_the_next_run_removes(saved_tiny, tmp
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert list(tmp_path.glob(".ckpt.tmp-*")) and json.loads((out / "nose.json").read_text())["removed_attention"] == [2]
-    res = runner.invoke(app, ["shrink", "--model", str(model), "--layers", "3", "--steps", "0", "--replace", "none",
+    res = runner.invoke(app, ["shrink", "--model", str(model), "--layers", "3", "--steps", "0", "--replace", "skip",
                               "--out", str(out), "--overwrite"])
     assert res.exit_code == 0 and not list(tmp_path.glob(".ckpt.tmp-*"))
     assert json.loads((out / "nose.json").read_text())["removed_attention"] == [3]
@@ -233,7 +233,7 @@ def test_a_killed_export_leaves_temporaries_the_next_run_removes(saved_tiny, tmp
 def test_jsonl_inputs_are_checked_line_by_line(tmp_path, tok):
     from nose.data.chat import chat_rows
     from nose.data.corpus import load_methods
-    from nose.search.calibration import build_calibration
+    from nose.data.calibration import build_calibration
 
     readers = {
         "methods": lambda p: load_methods(p),

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from nose.errors import NoseError
-from nose.search.calibration import build_calibration, iter_documents
+from nose.data.calibration import build_calibration, iter_documents
 
 
 

@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 from benchmarks.naive_search import naive_search
 from nose.cli.app import app
 from nose.errors import NoseError
-from nose.search.calibration import build_calibration
+from nose.data.calibration import build_calibration
 from nose.search.config import SearchConfig
 from nose.search.criteria import CRITERIA
 from nose.search.run import run_search
@@ -164,13 +164,9 @@ def test_replicates_without_counted_tokens_are_left_out_not_zero():
 
 def test_cli_choices_mirror_the_library():
     """The CLI's enums are written out so that ``nose --help`` starts without importing torch."""
-    from nose.cli.common import Criterion, Mode, SearchMode
-    from nose.model.switches import MODES
-    from nose.search.config import SEARCH_MODES
+    from nose.cli.common import Criterion
 
     assert {c.value for c in Criterion} == set(CRITERIA)
-    assert {m.value for m in Mode} == set(MODES)
-    assert {m.value for m in SearchMode} == set(SEARCH_MODES)
 
 
 def test_criterion_settings_errors(tok, calib):
@@ -240,7 +236,8 @@ def test_linear_mode_resumes_with_the_maps_it_scored(tok, calib, tmp_path):
 
 def test_linear_mode_needs_a_greedy_criterion(tok, calib):
     lm = tiny_loaded("llama", tok)
-    with pytest.raises(NoseError, match="--mode linear applies to greedy criteria only; cosine"):
+    with pytest.raises(NoseError, match="--replace linear applies to greedy criteria only; cosine"):
         run_search(lm, calib, SearchConfig(steps=2, criterion="cosine", mode="linear"))
-    result = runner.invoke(app, ["search", "--mode", "bogus"])
-    assert result.exit_code != 0 and "linear" in result.output
+    result = runner.invoke(app, ["search", "--replace", "bogus"])
+    assert result.exit_code == 2 and "unknown --replace 'bogus'; choose one of skip, double, thesis, linear" \
+        in result.stderr

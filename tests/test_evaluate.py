@@ -7,7 +7,7 @@ import nose.evaluate.run as run_module
 from nose.cli.app import app
 from nose.errors import NoseError
 from nose.evaluate.benchmark import load_benchmark, select
-from nose.evaluate.generation import GenerationConfig, PromptConfig
+from nose.model.generation import GenerationConfig, PromptConfig
 from nose.evaluate.run import EvalConfig, evaluate
 from nose.model.loading import load_model
 
@@ -185,7 +185,7 @@ def test_vllm_backend_refuses_what_it_cannot_honour(saved_tiny, tmp_path, tiny_b
 
 
 def test_generation_leaves_the_tokenizer_as_it_was(tiny_lm):
-    from nose.evaluate.generation import generate_transformers
+    from nose.model.generation import generate_transformers
 
     tok = tiny_lm.tokenizer
     tok.pad_token = None  # a tokenizer without a pad token (llama's own has none)
@@ -199,7 +199,7 @@ def test_stop_at_code_decodes_linearly_not_quadratically(tiny_lm):
     """The stop check decodes a row only when a backtick token arrives, not every step."""
     import torch
 
-    from nose.evaluate.generation import CodeBlockClosed
+    from nose.model.generation import CodeBlockClosed
 
     tok = tiny_lm.tokenizer
     text = "```python\ndef f(x):\n" + "    x = x + 1\n" * 60 + "    return x\n```\nThat is all."

@@ -1,6 +1,6 @@
 import pytest
 
-from nose.evaluate.extraction import entry_function, extract_code
+from nose.data.extraction import entry_function, extract_code
 
 CASES = [
     ("Here is the translation:\n```python\ndef gcd(a, b):\n    return a if b == 0 else gcd(b, a % b)\n\n"
@@ -39,7 +39,7 @@ def test_entry_function_matching():
 def test_generation_stops_once_a_code_block_is_closed():
     import torch
 
-    from nose.evaluate.generation import CodeBlockClosed
+    from nose.model.generation import CodeBlockClosed
     from nose.testing import tiny_tokenizer
 
     tok = tiny_tokenizer()
@@ -57,7 +57,7 @@ def test_generation_stop_pattern_can_be_chosen():
 
     import torch
 
-    from nose.evaluate.generation import CodeBlockClosed
+    from nose.model.generation import CodeBlockClosed
     from nose.testing import tiny_tokenizer
 
     tok = tiny_tokenizer()

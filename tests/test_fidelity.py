@@ -32,7 +32,7 @@ def test_same_programs_counts_answers_regenerated_as_the_same_program(tok):
     from nose.data.chat import render_chat
     from nose.data.transcripts import TranscriptSettings
     from nose.evaluate.fidelity import program_of, same_programs
-    from nose.evaluate.generation import GenerationConfig, generate_transformers
+    from nose.model.generation import GenerationConfig, generate_transformers
 
     lm = tiny_loaded("llama", tok)
     prompts = [[{"role": "user", "content": f"translate number {i}"}] for i in range(5)]

@@ -7,10 +7,10 @@ from nose.errors import NoseError
 from nose.model.loading import from_module
 from nose.model.replacements import uniform
 from nose.model.switches import SwitchedAttention, attention_switched
-from nose.search.calibration import build_calibration
+from nose.data.calibration import build_calibration
 from nose.data.chat import assistant_mask
 from nose.shrink.data import TrainingRows, build_training_rows
-from nose.search.calibration import trimmed
+from nose.data.calibration import trimmed
 from nose.shrink.healing import HealConfig, blend_at, heal, loss_value, validation_loss
 from nose.testing import tiny_model, tiny_tokenizer
 

@@ -6,8 +6,8 @@ import torch
 from nose.errors import NoseError
 from nose.model.replacements import FeatureLinear, Linear
 from nose.model.switches import attention_switched
-from nose.search.calibration import build_calibration
-from nose.shrink.linear_fit import FitConfig, fit_linear
+from nose.data.calibration import build_calibration
+from nose.replace.ridge import FitConfig, fit_linear
 from nose.testing import tiny_loaded
 
 

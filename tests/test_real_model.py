@@ -7,7 +7,7 @@ from benchmarks.naive_search import naive_search
 from nose.model.loading import load_model
 from nose.model.presets import PRESETS, fetch_gguf
 from nose.model.switches import attention_switched
-from nose.search.calibration import build_calibration
+from nose.data.calibration import build_calibration
 from nose.search.config import SearchConfig
 from nose.search.run import run_search
 

@@ -5,7 +5,7 @@ from benchmarks.naive_search import naive_search
 from nose.errors import NoseError
 from nose.model.loading import from_module
 from nose.model.switches import SwitchedAttention
-from nose.search.calibration import build_calibration
+from nose.data.calibration import build_calibration
 from nose.search.config import SearchConfig
 from nose.search.run import run_search
 from nose.search.record import read_record
@@ -90,7 +90,7 @@ def test_protect_and_allow_layer0(tok, calib):
     (dict(steps=2, protect=[9]), "--protect layer index 9 is out of range"),
     (dict(steps=2, target="layer:6"), "target layer 6 is out of range"),
     (dict(steps=2, target="middle"), "unknown target 'middle'"),
-    (dict(steps=2, mode="zero"), "unknown mode 'zero'"),
+    (dict(steps=2, mode="zero"), "unknown --replace 'zero'"),
     (dict(steps=0), "--steps must be at least 1"),
 ])
 def test_config_errors(kwargs, message, tok, calib):

@@ -50,7 +50,7 @@ def test_shrink_from_search_file(model, tmp_path):
     (["--layers", "2,2"], "repeat"),
     (["--layers", "7"], "out of range"),
     (["--layers", ""], "--layers is empty"),
-    (["--layers", "2", "--replace", "linear", "--mode", "double"], "--mode applies to --replace none"),
+    (["--layers", "2", "--replace", "linear", "--mode", "double"], "--mode double and --replace linear disagree"),
     (["--layers", "2", "--replace", "quadratic"], "unknown --replace 'quadratic'"),
     (["--layers", "2", "--replace", "linear", "--fit-target", "residual"], "unknown --fit-target 'residual'"),
     (["--layers", "2", "--data", "/nonexistent/data.jsonl"], "does not exist"),
@@ -78,11 +78,29 @@ def test_search_from_another_model_and_empty_data(model, saved_tiny, tmp_path):
     assert res.exit_code == 2 and "is empty" in res.stderr
 
 
-def test_a_parameter_free_mode_means_no_linear_fit(model, tmp_path):
-    res = shrink("--model", model, "--layers", "2", "--mode", "double", "--steps", 0, "--out", tmp_path / "d")
+def test_a_parameter_free_replacement_means_no_fit(model, tmp_path):
+    res = shrink("--model", model, "--layers", "2", "--replace", "double", "--steps", 0, "--out", tmp_path / "d")
     assert res.exit_code == 0, res.output
     meta = json.loads((tmp_path / "d" / "nose.json").read_text())
-    assert meta["replace"] == "none" and meta["mode"] == "double" and not meta["fit_report"]
+    assert meta["replace"] == "double" and not meta["fit_report"]
+
+
+def test_replace_skip_exports_no_op_blocks(model, tmp_path):
+    res = shrink("--model", model, "--layers", "2,3", "--replace", "skip", "--steps", 0, "--out", tmp_path / "s")
+    assert res.exit_code == 0, res.output
+    blocks = json.loads((tmp_path / "s" / "config.json").read_text())["block_configs"]
+    assert [b["attention"]["no_op"] for b in blocks] == [False, False, True, True] + [False] * (len(blocks) - 4)
+    assert not any(b["attention"].get("replace_with_linear") for b in blocks)
+
+
+@pytest.mark.parametrize("old,new", [(["--mode", "skip"], "skip"), (["--replace", "none", "--mode", "double"], "double"),
+                                     (["--replace", "none"], "skip")])
+def test_the_old_spellings_warn_and_mean_what_they_say(model, tmp_path, old, new):
+    """--mode skip used to give linear blocks (the default --replace); as an alias it gives skip."""
+    res = shrink("--model", model, "--layers", "2", *old, "--steps", 0, "--out", tmp_path / "o")
+    assert res.exit_code == 0, res.output
+    assert "deprecated" in res.stderr and f"--replace {new}" in res.stderr
+    assert json.loads((tmp_path / "o" / "nose.json").read_text())["replace"] == new
 
 
 def test_unwritable_and_existing_targets(model, tmp_path):

@@ -8,11 +8,11 @@ import nose.evaluate.run as run_module
 from nose.cli.app import app
 from nose.errors import NoseError
 from nose.evaluate.benchmark import load_benchmark, select
-from nose.evaluate.generation import GenerationConfig, PromptConfig
+from nose.model.generation import GenerationConfig, PromptConfig
 from nose.evaluate.run import EvalConfig
 from nose.evaluate.sweep import Order, sweep
 from nose.model.loading import load_model
-from nose.search.calibration import build_calibration
+from nose.data.calibration import build_calibration
 from nose.search.config import SearchConfig
 from nose.search.run import run_search
 
@@ -144,13 +144,13 @@ def test_paired_ca_difference():
 
 
 def test_sweep_with_linear_replacements_fits_each_layer_set(setup, tmp_path, tiny_bench):
-    from nose.shrink.pipeline import linear_fitter
-    from nose.shrink.linear_fit import FitConfig
+    from nose.replace.ridge import FitConfig
+    from nose.shrink.pipeline import fitter
 
     _, lm = setup
     orders = [Order.parse(str(tmp_path / "last"))]
     fitted = []
-    fit = linear_fitter(lm, "stdlib", FitConfig(samples=4, seq_len=32))
+    fit = fitter(lm, "linear", "stdlib", FitConfig(samples=4, seq_len=32))
     rec = sweep(lm, orders, [1, 2], select(load_benchmark(tiny_bench), ids=IDS), PromptConfig(),
                 GenerationConfig(max_new_tokens=4, batch_size=2), EvalConfig(), tmp_path / "lin", str(tiny_bench),
                 fitter=lambda layers: fitted.append(layers) or fit(layers))

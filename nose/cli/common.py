@@ -12,19 +12,26 @@ import typer
 from nose.errors import NoseError
 
 
-class Mode(str, Enum):
-    skip = "skip"
-    double = "double"
-    thesis = "thesis"
+REPLACE_HELP = ("What stands in for a removed attention: skip (nothing), double (x again), thesis (2·LN1(x)) or "
+                "linear (x + W·LN1(x), W fitted in closed form); nose.replace lists them.")
+DeprecatedModeOpt = Annotated[str | None, typer.Option(
+    "--mode", hidden=True, help="Deprecated alias of --replace (one release); warns.")]
 
 
-class SearchMode(str, Enum):
-    """Mirrors nose.search.config.SEARCH_MODES: the modes, and ``linear`` (a W fitted per candidate)."""
+def resolve_replace(replace: str | None, mode: str | None, default: str, log) -> str:
+    """``--replace``, with ``--mode`` and ``--replace none`` kept one release as aliases that warn;
+    checked against the registry (a one-line error for an unknown name)."""
+    from nose.replace import get
 
-    skip = "skip"
-    double = "double"
-    thesis = "thesis"
-    linear = "linear"
+    if replace == "none":  # the old pair: --replace none --mode X meant X
+        log(f"warning: --replace none is deprecated; use --replace {mode or 'skip'}")
+        replace, mode = mode or "skip", None
+    if mode is not None:
+        if replace is not None and replace != mode:
+            raise NoseError(f"--mode {mode} and --replace {replace} disagree; pass --replace alone")
+        log(f"warning: --mode is deprecated; use --replace {mode}")
+        replace = mode
+    return get(replace or default).name
 
 
 class Criterion(str, Enum):

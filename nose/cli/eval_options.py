@@ -43,16 +43,17 @@ def benchmark_subset(benchmark: Path | None, ids: str | None, limit: int | None,
 def prompt_and_generation(prompt_file: Path | None, system: str | None, max_new_tokens: int, n: int,
                           temperature: float, batch_size: int, seed: int, backend: str):
     """Validated (PromptConfig, GenerationConfig) from the generation options."""
-    from nose.evaluate.generation import DEFAULT_SYSTEM, GenerationConfig, PromptConfig
+    from nose.model.generation import DEFAULT_SYSTEM, GenerationConfig, PromptConfig
 
     prompt = PromptConfig.from_file(prompt_file, DEFAULT_SYSTEM if system is None else (system or None))
     gen = GenerationConfig(max_new_tokens=max_new_tokens, n=n, temperature=temperature, batch_size=batch_size,
                            seed=seed, backend=backend)
     gen.validate()
     return prompt, gen
-ReplaceOpt = Annotated[str, typer.Option(
-    help="none: --mode replaces the dropped attention; linear: x + W·LN1(x), W fitted in closed form on --fit-data.")]
-FitDataOpt = Annotated[str, typer.Option(help="Data the linear fit reads: auto (translate for code models, else "
+ReplaceOpt = Annotated[str | None, typer.Option(
+    help="What replaces the dropped attention: skip (default), double, thesis, or linear (x + W·LN1(x), W fitted in "
+         "closed form on --fit-data).")]
+FitDataOpt = Annotated[str, typer.Option(help="Data the linear fit reads: auto (translate for a model with a chat template, else "
                                               "stdlib), translate[:FILE], stdlib, a file or a folder.")]
 FitSamplesOpt = Annotated[int | None, typer.Option(help="Rows the linear fit reads (default: every training "
                                                              "transcript for translate data, 64 rows of other data).")]
@@ -61,21 +62,26 @@ FitTargetOpt = Annotated[str, typer.Option(help="What the linear fit imitates: a
                                                 "corrects earlier replacements' drift).")]
 
 
-def check_replace(replace: str, mode: str, layers: list[int] | None = None) -> None:
-    """--replace and --mode, and --drop-attention for a linear replacement, before the model loads."""
-    from nose.shrink.pipeline import check_replace as check_replace_mode
+def check_replace(replace: str, layers: list[int] | None = None) -> None:
+    """--drop-attention for a fitted replacement, before the model loads."""
+    from nose.replace import get
 
-    check_replace_mode(replace, mode)
-    if replace == "linear" and layers is not None and not layers:
-        raise NoseError("--replace linear needs --drop-attention (the layers to replace)")
+    if get(replace).fitted and layers is not None and not layers:
+        raise NoseError(f"--replace {replace} needs --drop-attention (the layers to replace)")
 
 
-def linear_replacements(lm, replace: str, fit_data: str, fit_samples: int | None, fit_target: str = "attention",
+def fitted_replacements(lm, replace: str, fit_data: str, fit_samples: int | None, fit_target: str = "attention",
                         progress=None, log=print):
-    """None for --replace none; else the fitter that sweep and evaluate call per layer set."""
-    if replace == "none":
-        return None
-    from nose.shrink.linear_fit import FitConfig
-    from nose.shrink.pipeline import linear_fitter
+    """None for a parameter-free --replace; else the fitter that sweep and evaluate call per layer set."""
+    from nose.replace.ridge import FitConfig
+    from nose.shrink.pipeline import fitter
 
-    return linear_fitter(lm, fit_data, FitConfig(samples=fit_samples, target=fit_target), progress, log)
+    return fitter(lm, replace, fit_data, FitConfig(samples=fit_samples, target=fit_target), progress, log)
+
+
+def mode_of(replace: str) -> str:
+    """The parameter-free replacement an evaluation switches to in memory: ``replace`` itself, or
+    ``skip`` under a fitted one (whose maps then stand in per layer; the run digest hashes them)."""
+    from nose.replace import get
+
+    return "skip" if get(replace).fitted else replace

@@ -9,12 +9,13 @@ from typing import Annotated
 
 import typer
 
-from nose.cli.common import (DeviceMapOpt, DeviceOpt, DtypeOpt, JsonOpt, Mode, ModelOpt, parse_layers,
+from nose.cli.common import (DeprecatedModeOpt, DeviceMapOpt, DeviceOpt, DtypeOpt, JsonOpt, ModelOpt, parse_layers,
+                             resolve_replace,
                              progress_bar, quiet_transformers, stderr_console, user_errors)
 from nose.cli.eval_options import (BackendOpt, BatchSizeOpt, BenchmarkOpt, FitDataOpt, FitSamplesOpt, FitTargetOpt,
                                    IdsOpt, LimitOpt, MaxNewTokensOpt, NOpt, PromptFileOpt, ReplaceOpt, SeedOpt,
                                    StratifiedOpt, SystemOpt, TemperatureOpt, TimeoutOpt, UnsafeOpt, WorkersOpt,
-                                   benchmark_subset, check_replace, linear_replacements, prompt_and_generation)
+                                   benchmark_subset, check_replace, fitted_replacements, mode_of, prompt_and_generation)
 
 
 @user_errors
@@ -37,8 +38,8 @@ def evaluate(
     backend: BackendOpt = "transformers",
     drop_attention: Annotated[str | None, typer.Option(help="Switch these attention layers off in memory "
                                                             "(no healing), e.g. 21,20.")] = None,
-    mode: Annotated[Mode, typer.Option(help="Replacement for --drop-attention.")] = Mode.skip,
-    replace: ReplaceOpt = "none",
+    replace: ReplaceOpt = None,
+    mode: DeprecatedModeOpt = None,
     fit_data: FitDataOpt = "auto",
     fit_samples: FitSamplesOpt = None,
     fit_target: FitTargetOpt = "attention",
@@ -61,15 +62,16 @@ def evaluate(
     check_output_dir(out)
     root, samples = benchmark_subset(benchmark, ids, limit, stratified)
     prompt, gen = prompt_and_generation(prompt_file, system, max_new_tokens, n, temperature, batch_size, seed, backend)
+    replace = resolve_replace(replace, mode, "skip", log)
     config = EvalConfig(workers=workers, timeout_s=timeout, drop_attention=parse_layers(drop_attention),
-                        mode=mode.value, efficiency=efficiency, unsafe_no_isolation=unsafe_no_isolation)
-    check_replace(replace, mode.value, config.drop_attention)
+                        mode=mode_of(replace), efficiency=efficiency, unsafe_no_isolation=unsafe_no_isolation)
+    check_replace(replace, config.drop_attention)
     require_isolation(unsafe_no_isolation)  # before the model loads; the run logs the unsafe warning once
     quiet_transformers()
     ref = resolve_model(model, log=log)
     config.validate(ref.num_layers)
     lm = load_model(ref, dtype=dtype, device=device, device_map=device_map, log=log)
-    fitter = linear_replacements(lm, replace, fit_data, fit_samples, fit_target, log=log)
+    fitter = fitted_replacements(lm, replace, fit_data, fit_samples, fit_target, log=log)
     if fitter is not None:
         config.replacements = fitter(config.drop_attention)
     if overwrite and (out / SAMPLES).exists():

@@ -9,7 +9,8 @@ from typing import Annotated
 
 import typer
 
-from nose.cli.common import (Criterion, DeviceMapOpt, DeviceOpt, DtypeOpt, JsonOpt, ModelOpt, SearchMode, parse_layers,
+from nose.cli.common import (Criterion, DeprecatedModeOpt, DeviceMapOpt, DeviceOpt, DtypeOpt, JsonOpt, ModelOpt, parse_layers,
+                             resolve_replace,
                              progress_bar, quiet_transformers, stderr_console, user_errors)
 from nose.errors import NoseError
 
@@ -29,10 +30,11 @@ def search(
              "reports/criteria.md), nose (transfer entropy, greedy, as published), nose-abs (|TE|), loss "
              "(LM-loss increase, greedy), cosine (attention-drop 1-cos, one shot), last (deepest first), "
              "random (seeded by --seed).")] = Criterion.nose,
-    mode: Annotated[SearchMode, typer.Option(
-        help="Replacement while scoring (greedy criteria): skip (h=x), double (h=2x), thesis (h=x+2·LN1(x)), "
-             "linear (h=x+W·LN1(x), W fitted per candidate on the calibration rows: picks the layers a "
-             "linear repair restores best; pair it with nose shrink --replace linear).")] = SearchMode.skip,
+    replace: Annotated[str | None, typer.Option(
+        help="Replacement while scoring (greedy criteria): skip (h=x, default), double (h=2x), thesis "
+             "(h=x+2·LN1(x)), linear (h=x+W·LN1(x), W fitted per candidate on the calibration rows: picks the "
+             "layers a linear repair restores best; pair it with nose shrink --replace linear).")] = None,
+    mode: DeprecatedModeOpt = None,
     target: Annotated[str, typer.Option(help="NOSE's entropy features: final (after the last norm), logits, "
                                              "layer:N.")] = "final",
     protect: Annotated[str | None, typer.Option(help="Layers never removed, e.g. 3,5.")] = None,
@@ -63,7 +65,7 @@ def search(
     from nose.files import check_output_dir
     from nose.model.loading import load_model, resolve_model
     from nose.data.transcripts import is_transcript_source, resolve_source
-    from nose.search.calibration import build_calibration
+    from nose.data.calibration import build_calibration
     from nose.search.config import SearchConfig
     from nose.search.record import FILENAME, read_record
     from nose.search.run import run_search
@@ -77,7 +79,8 @@ def search(
     if existing.exists() and not (resume or overwrite):
         raise NoseError(f"{existing} exists; pass --resume to continue it or --overwrite to start over")
     previous = read_record(existing) if resume else None
-    config = SearchConfig(steps=steps, criterion=criterion.value, mode=mode.value, target=target, protect=parse_layers(protect),
+    replace = resolve_replace(replace, mode, "skip", log)
+    config = SearchConfig(steps=steps, criterion=criterion.value, mode=replace, target=target, protect=parse_layers(protect),
                           protect_layer0=not allow_layer0, seed=seed, bootstrap=bootstrap, batch_size=batch_size)
 
     quiet_transformers()

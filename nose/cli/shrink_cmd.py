@@ -8,7 +8,8 @@ from typing import Annotated
 
 import typer
 
-from nose.cli.common import (DeviceMapOpt, DeviceOpt, DtypeOpt, JsonOpt, Mode, ModelOpt, parse_layers,
+from nose.cli.common import (DeviceMapOpt, DeviceOpt, DtypeOpt, DeprecatedModeOpt, JsonOpt, ModelOpt, parse_layers,
+                             resolve_replace,
                              progress_bar, quiet_transformers, stderr_console, user_errors)
 from nose.cli.eval_options import FitTargetOpt
 
@@ -21,10 +22,10 @@ def shrink(
                                                            "is nose search --criterion kl --calibration translate.")] = None,
     k: Annotated[int | None, typer.Option(help="With --search: remove its first k layers.")] = None,
     replace: Annotated[str | None, typer.Option(
-        help="linear (default): each removed attention becomes x + W·LN1(x), W fitted in closed form; none: "
-             "the --mode replacement (the default when --mode is double or thesis).")] = None,
-    mode: Annotated[Mode, typer.Option(help="With --replace none: skip, double (folded into later layers) or "
-                                            "thesis (exported as linear with W = 2I).")] = Mode.skip,
+        help="linear (default): each removed attention becomes x + W·LN1(x), W fitted in closed form; skip: "
+             "removed (a no-op block); double: h = 2x (folded into later layers); thesis: x + 2·LN1(x) "
+             "(exported as linear with W = 2I).")] = None,
+    mode: DeprecatedModeOpt = None,
     out: Annotated[Path, typer.Option(help="Checkpoint folder to write.")] = Path("runs/shrunk"),
     steps: Annotated[int, typer.Option(help="Healing steps (0: surgery, or the linear fit alone); 60 steps of 4 "
                                        "transcripts take about 30 minutes on 2 CPU cores for a 0.5B model.")] = 60,
@@ -41,7 +42,7 @@ def shrink(
     lr: Annotated[float, typer.Option(help="AdamW learning rate (1e-4 quadrupled the held-out KD of a "
                                         "linear repair, reports/repair.md).")] = 1e-5,
     batch_size: Annotated[int, typer.Option(help="Rows per optimizer step.")] = 4,
-    data: Annotated[str, typer.Option(help="Healing and fit data: auto (translate for code models, else "
+    data: Annotated[str, typer.Option(help="Healing and fit data: auto (translate for a model with a chat template, else "
                                            "stdlib), translate[:FILE], stdlib, a text/.jsonl file or a folder.")] = "auto",
     text_field: Annotated[str, typer.Option(help="JSONL text field.")] = "text",
     samples: Annotated[int, typer.Option(help="Healing rows.")] = 256,
@@ -67,15 +68,16 @@ def shrink(
     from nose.model.loading import load_model, resolve_model
     from nose.shrink.export import check_target
     from nose.shrink.healing import HealConfig
-    from nose.shrink.linear_fit import FitConfig
+    from nose.replace.ridge import FitConfig
     from nose.shrink.pipeline import ShrinkConfig, choose_layers
     from nose.shrink.pipeline import shrink as run_shrink
 
     err, log = stderr_console()
     check_output_dir(out)
     check_target(out, overwrite, source=model if Path(model).exists() else None)  # a local model: before loading
+    replace = resolve_replace(replace, mode, "linear", log)
     config = ShrinkConfig(
-        layers=parse_layers(layers), search=str(search) if search else None, k=k, replace=replace, mode=mode.value,
+        layers=parse_layers(layers), search=str(search) if search else None, k=k, replace=replace,
         data=data, text_field=text_field, samples=samples, val_samples=val_samples, seq_len=seq_len, seed=seed,
         fit=FitConfig(samples=fit_samples, seq_len=fit_seq_len, target=fit_target),
         heal=HealConfig(steps=steps, epochs=epochs, schedule=schedule, loss=loss, alpha=alpha, temperature=temperature,

@@ -8,11 +8,12 @@ from typing import Annotated
 
 import typer
 
-from nose.cli.common import (DeviceMapOpt, DeviceOpt, DtypeOpt, JsonOpt, Mode, ModelOpt, parse_layers,
+from nose.cli.common import (DeprecatedModeOpt, DeviceMapOpt, DeviceOpt, DtypeOpt, JsonOpt, ModelOpt, parse_layers,
+                             resolve_replace,
                              progress_bar, quiet_transformers, stderr_console, user_errors)
 from nose.cli.eval_options import (BatchSizeOpt, BenchmarkOpt, FitDataOpt, FitSamplesOpt, FitTargetOpt, IdsOpt,
                                    LimitOpt, MaxNewTokensOpt, PromptFileOpt, ReplaceOpt, StratifiedOpt, SystemOpt, TimeoutOpt,
-                                   UnsafeOpt, WorkersOpt, benchmark_subset, check_replace, linear_replacements,
+                                   UnsafeOpt, WorkersOpt, benchmark_subset, check_replace, fitted_replacements, mode_of,
                                    prompt_and_generation)
 from nose.errors import NoseError
 
@@ -39,8 +40,8 @@ def sweep(
     unsafe_no_isolation: UnsafeOpt = False,
     prompt_file: PromptFileOpt = None,
     system: SystemOpt = None,
-    mode: Annotated[Mode, typer.Option(help="Replacement for the removed attention.")] = Mode.skip,
-    replace: ReplaceOpt = "none",
+    replace: ReplaceOpt = None,
+    mode: DeprecatedModeOpt = None,
     fit_data: FitDataOpt = "auto",
     fit_samples: FitSamplesOpt = None,
     fit_target: FitTargetOpt = "attention",
@@ -76,9 +77,10 @@ def sweep(
                         f"({', '.join(o.label for o in orders)})")
     root, samples = benchmark_subset(benchmark, ids, limit, stratified)
     prompt, gen = prompt_and_generation(prompt_file, system, max_new_tokens, 1, 0.0, batch_size, 0, "transformers")
-    config = EvalConfig(workers=workers, timeout_s=timeout, mode=mode.value, efficiency=False,
+    replace = resolve_replace(replace, mode, "skip", log)
+    config = EvalConfig(workers=workers, timeout_s=timeout, mode=mode_of(replace), efficiency=False,
                         unsafe_no_isolation=unsafe_no_isolation)
-    check_replace(replace, mode.value)
+    check_replace(replace)
     require_isolation(unsafe_no_isolation)
     quiet_transformers()
     ref = resolve_model(model, log=log)
@@ -86,7 +88,7 @@ def sweep(
     lm = load_model(ref, dtype=dtype, device=device, device_map=device_map, log=log)
     log(f"sweep of {model} over k={ks} for {', '.join(o.label for o in orders)} on {len(samples)} samples")
     with progress_bar(err) as progress:
-        fitter = linear_replacements(lm, replace, fit_data, fit_samples, fit_target, progress, log)
+        fitter = fitted_replacements(lm, replace, fit_data, fit_samples, fit_target, progress, log)
         record = run_sweep(lm, orders, ks, samples, prompt, gen, config, out, str(root), progress, log,
                            collect_only=collect_only, fitter=fitter)
     plot = plot_sweep(record, out / "sweep.png")

@@ -1,7 +1,7 @@
 """Self-distilled transcripts: Java methods translated by the intact model itself.
 
 Each method is put into exactly the chat prompt ``nose evaluate`` uses
-(:class:`~nose.evaluate.generation.PromptConfig`, the method as ``{java}``, its name as
+(:class:`~nose.model.generation.PromptConfig`, the method as ``{java}``, its name as
 ``{name}`` and its snake_case form as ``{entry_point}``) and answered greedily by the intact
 model, with the same stop rule as the evaluation (a closed fenced block holding a ``def``). The
 transcripts carry the model's own distribution on the task, without labels (self-data
@@ -60,7 +60,7 @@ def snake_case(name: str) -> str:
 
 
 def answer_parses(answer: str) -> bool:
-    from nose.evaluate.extraction import extract_code
+    from nose.data.extraction import extract_code
 
     try:
         ast.parse(extract_code(answer))
@@ -125,7 +125,7 @@ def answer_methods(lm, methods: list[JavaMethod], path: Path, settings: Transcri
     exported or changed model too), greedily, appending one record per method (keyed by the
     sha256 of its Java; fsynced per batch, so a killed run resumes). Returns every record in
     ``path`` by that key, and the seconds this call spent generating."""
-    from nose.evaluate.generation import GenerationConfig, PromptConfig, generate_transformers
+    from nose.model.generation import GenerationConfig, PromptConfig, generate_transformers
 
     prompt = prompt or PromptConfig()
     done = read_appended(path, "java_sha256")
@@ -162,7 +162,7 @@ def answer_methods(lm, methods: list[JavaMethod], path: Path, settings: Transcri
 def generate_transcripts(lm, methods: list[JavaMethod], settings: TranscriptSettings = TranscriptSettings(),
                          prompt=None, progress=None, log=lambda msg: None) -> Transcripts:
     """Answer every method not yet in the cache with the intact model; return all their records."""
-    from nose.evaluate.generation import PromptConfig
+    from nose.model.generation import PromptConfig
 
     prompt = prompt or PromptConfig()
     if lm.absent_attention():

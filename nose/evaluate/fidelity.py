@@ -30,7 +30,7 @@ import torch
 
 from nose.data.transcripts import TranscriptSettings
 from nose.model.loading import LoadedModel
-from nose.search.calibration import CalibrationSet
+from nose.data.calibration import CalibrationSet
 from nose.search.kl import kl_per_position
 
 
@@ -63,7 +63,7 @@ def fidelity(lm: LoadedModel, calib: CalibrationSet, variants: dict[str, Callabl
 
 def program_of(answer: str) -> str:
     """The code of an answer, normalized (``ast.unparse``) so that layout and comments do not count."""
-    from nose.evaluate.extraction import extract_code
+    from nose.data.extraction import extract_code
 
     code = extract_code(answer)
     try:
@@ -80,7 +80,7 @@ def same_programs(lm: LoadedModel, records: list[dict], variants: dict[str, Call
     program; ``programs``; and ``differs``, the names of the others. ``settings``: generation
     length and batch (default: the transcripts' own)."""
     from nose.data.chat import render_chat
-    from nose.evaluate.generation import GenerationConfig, generate_transformers
+    from nose.model.generation import GenerationConfig, generate_transformers
 
     settings = settings or TranscriptSettings()
     batch_size = settings.batch_size

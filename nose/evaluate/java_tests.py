@@ -393,7 +393,7 @@ for _args in {inputs}:
 
 def harness_program(case: Case, answer: str) -> str | None:
     """The sandbox program that runs a translation on the case's inputs; None without a function."""
-    from nose.evaluate.extraction import entry_function, extract_code, keep_definitions
+    from nose.data.extraction import entry_function, extract_code, keep_definitions
 
     code = keep_definitions(extract_code(answer))
     entry = entry_function(code, snake_case(case.name), case.name)

@@ -26,8 +26,8 @@ from pathlib import Path
 from nose.errors import NoseError
 from nose.evaluate import efficiency, metrics
 from nose.evaluate.benchmark import PASS_MARKER, PREFIX, Sample
-from nose.evaluate.extraction import entry_function, extract_code
-from nose.evaluate.generation import GenerationConfig, PromptConfig, generate_transformers, generate_vllm
+from nose.data.extraction import entry_function, extract_code
+from nose.model.generation import GenerationConfig, PromptConfig, generate_transformers, generate_vllm
 from nose.evaluate.sandbox import Isolation, Limits, Outcome, require_isolation, run_many
 from nose.files import NUMBER, check_shape, write_json_atomic
 from nose.model.loading import LoadedModel

@@ -29,7 +29,7 @@ from nose import __version__
 from nose.errors import NoseError
 from nose.evaluate import efficiency
 from nose.evaluate.benchmark import Sample
-from nose.evaluate.generation import GenerationConfig, PromptConfig
+from nose.model.generation import GenerationConfig, PromptConfig
 from nose.evaluate.run import RESULTS, RESULTS_SHAPE, SAMPLES, EvalConfig, evaluate, run_digests
 from nose.files import read_json_file, write_json_atomic
 from nose.model.loading import LoadedModel

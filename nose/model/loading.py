@@ -124,6 +124,8 @@ def _weight_files(folder: Path) -> list[Path]:
     return [p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".gguf")]
 
 
+REMOTE_CODE = Path(__file__).parent / "remote"  # the DeciLM modeling code nose ships beside every export
+
 # sha256 of remote-code files that earlier nose versions shipped: their checkpoints stay loadable.
 EARLIER_REMOTE_CODE = {
     "modeling_decilm.py": {"d3d56785c34e5549457479bf8aebda6a22f82cd08066eec000df48afc35c7e26"},
@@ -133,7 +135,7 @@ EARLIER_REMOTE_CODE = {
 def _own_remote_code(folder: Path) -> dict:
     """Trust a checkpoint's remote code only when it is, byte for byte, what nose shrink ships now
     or shipped before (:data:`EARLIER_REMOTE_CODE`)."""
-    shipped = Path(__file__).resolve().parents[1] / "shrink" / "remote"
+    shipped = REMOTE_CODE
     files = sorted(shipped.glob("*.py"))
 
     def ours(f: Path) -> bool:

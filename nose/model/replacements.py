@@ -81,7 +81,7 @@ class Thesis(Replacement):
 
 class FeatureLinear(Replacement):
     """``W·φ(LN1(x))``: linear, without bias, in features φ of LN1(x) (:meth:`features`; W is
-    (hidden, features)), what :func:`nose.shrink.linear_fit.fit_linear` fits. Subclasses choose φ;
+    (hidden, features)), what :func:`nose.replace.ridge.fit_linear` fits. Subclasses choose φ;
     only :class:`Linear` (φ = identity, W square) is exported."""
 
     kind = "feature-linear"

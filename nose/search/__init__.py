@@ -1,6 +1,6 @@
 """Entropy statistics, calibration and the NOSE greedy search."""
 
-from nose.search.calibration import CalibrationSet, build_calibration
+from nose.data.calibration import CalibrationSet, build_calibration
 from nose.search.entropy import MomentStats, entropy_from_moments
 from nose.search.config import SearchConfig
 from nose.search.criteria import CRITERIA, Criterion

@@ -5,11 +5,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from nose.errors import NoseError
-from nose.model.switches import MODES, check_layer_indices
+from nose.model.switches import check_layer_indices
+from nose.replace import get as replacement
 from nose.search.criteria import CRITERIA
 from nose.search.target import Target
-
-SEARCH_MODES = MODES + ("linear",)  # linear: each candidate's W fitted in the search's state
 
 
 @dataclass
@@ -18,7 +17,7 @@ class SearchConfig:
 
     steps: int = 4  # attention sublayers to select
     criterion: str = "nose"  # see CRITERIA
-    mode: str = "skip"  # replacement while scoring (greedy criteria): skip | double | thesis | linear
+    mode: str = "skip"  # the replacement while scoring (greedy criteria; --replace, nose.replace.KINDS)
     target: str = "final"  # criteria without a fixed target (nose, nose-abs): final | logits | layer:N
     protect: list[int] = field(default_factory=list)  # layers never removed
     protect_layer0: bool = True  # engines need layer 0's attention (DESIGN.md, export)
@@ -30,11 +29,12 @@ class SearchConfig:
         """Check against the model; ``absent``: layers whose attention an export already removed."""
         if self.criterion not in CRITERIA:
             raise NoseError(f"unknown criterion {self.criterion!r}; choose one of {', '.join(CRITERIA)}")
-        if self.mode not in SEARCH_MODES:
-            raise NoseError(f"unknown mode {self.mode!r}; choose one of {', '.join(SEARCH_MODES)}")
-        if self.mode == "linear" and not CRITERIA[self.criterion].greedy:
-            raise NoseError(f"--mode linear applies to greedy criteria only; {self.criterion} ranks the intact "
-                            "model in one shot")
+        kind = replacement(self.mode)
+        if not kind.searchable:
+            raise NoseError(f"a search cannot score candidates under --replace {kind.name}")
+        if kind.fitted and not CRITERIA[self.criterion].greedy:
+            raise NoseError(f"--replace {kind.name} applies to greedy criteria only; {self.criterion} ranks the "
+                            "intact model in one shot")
         if self.batch_size < 1:
             raise NoseError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.bootstrap < 0:

@@ -13,7 +13,7 @@ for ``kl``.
 
 Replacement while scoring (``mode``): a parameter-free one (skip, double, thesis) for every
 layer, or ``linear``: before each step, every candidate's ``W·LN1(x)`` is fitted alone on the
-calibration rows in state S (:func:`nose.shrink.linear_fit.fit_each`; one forward per batch),
+calibration rows in state S (:func:`nose.replace.ridge.fit_each`; one forward per batch),
 and i is scored replaced by it. A selected layer keeps the map it was scored with, so S is
 what the search measured; ``nose shrink`` refits the final set sequentially. This chooses the
 layers a linear repair restores best, rather than the ones whose plain removal hurts least.
@@ -38,13 +38,14 @@ from dataclasses import dataclass
 from nose.model.loading import LoadedModel
 from nose.model.replacements import Replacement, uniform
 from nose.model.switches import attention_switched
-from nose.search.calibration import CalibrationSet
+from nose.data.calibration import CalibrationSet
 from nose.search.config import SearchConfig
 from nose.search.criteria import CRITERIA
 from nose.search.prefix import PrefixRunner
 from nose.search.steps import bootstrap_weights, step_record
 from nose.search.target import Target, TargetHook
-from nose.shrink.linear_fit import FitConfig, fit_each
+from nose.replace import get as replacement
+from nose.replace.ridge import FitConfig
 
 
 @dataclass
@@ -81,10 +82,11 @@ def score_step(lm: LoadedModel, calib: CalibrationSet, state: dict[int, Replacem
 
 def candidate_replacements(lm: LoadedModel, calib: CalibrationSet, state: dict[int, Replacement],
                            candidates: list[int], config: SearchConfig) -> tuple[dict[int, Replacement], dict | None]:
-    """Each candidate's replacement in ``state``, and for ``linear`` each fit's relative held-out error."""
-    if config.mode != "linear":
+    """Each candidate's replacement in ``state``, and for a fitted one each fit's relative held-out error."""
+    kind = replacement(config.mode)
+    if not kind.fitted:
         return uniform(candidates, config.mode), None
-    return fit_each(lm, candidates, calib, state, FitConfig(batch_size=config.batch_size))
+    return kind.fit_each(lm, candidates, calib, state, FitConfig(batch_size=config.batch_size))
 
 
 def summarize_step(stats: StepStats, config: SearchConfig, step: int, target: Target) -> dict:
@@ -114,8 +116,9 @@ def greedy_steps(lm: LoadedModel, calib: CalibrationSet, config: SearchConfig, t
     state: dict[int, Replacement] = {}
     for i in removed:  # a resumed search: the maps its layers were scored with, refitted alike
         state[i] = candidate_replacements(lm, calib, state, [i], config)[0][i]
-    # linear: one fit per layer in state, each a forward over every batch (the runner counts per batch)
-    fit_forwards_per_layer = lm.num_layers * calib.batch_count(config.batch_size) if config.mode == "linear" else 0
+    # fitted: one fit per layer in state, each a forward over every batch (the runner counts per batch)
+    fitted = replacement(config.mode).fitted
+    fit_forwards_per_layer = lm.num_layers * calib.batch_count(config.batch_size) if fitted else 0
     for step in range(len(removed), config.steps):
         t0 = time.perf_counter()
         remaining = [i for i in candidates if i not in removed]

@@ -1,7 +1,7 @@
 """Calibration language-model loss, per sample, for the ``loss`` criterion.
 
 The loss of a state is the mean next-token negative log-likelihood (nats per token) over all
-counted positions (position t predicts token t+1; see :class:`~nose.search.calibration.Batch`).
+counted positions (position t predicts token t+1; see :class:`~nose.data.calibration.Batch`).
 Per sample we keep the summed NLL and the count in float64, so batches merge by addition and the
 bootstrap resamples whole calibration rows, as for the entropy statistics.
 """

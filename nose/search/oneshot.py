@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from nose.errors import NoseError
 from nose.model.adapters import first_output
 from nose.model.loading import LoadedModel
-from nose.search.calibration import CalibrationSet
+from nose.data.calibration import CalibrationSet
 from nose.search.loss import ratio_bootstrap
 from nose.search.steps import bootstrap_weights, step_record
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from nose.files import write_json_atomic
 from nose.model.loading import LoadedModel
-from nose.search.calibration import CalibrationSet
+from nose.data.calibration import CalibrationSet
 from nose.search.config import SearchConfig
 from nose.search.criteria import CRITERIA
 from nose.search.greedy import greedy_steps

@@ -5,7 +5,7 @@
   answer tokens only (:mod:`nose.data.chat`). ``ce`` and ``gem`` learn those
   tokens; ``kd`` matches the teacher on every real token.
 - every other source (text, JSONL text, folders, the standard library): packed rows exactly as
-  the search's calibration (:func:`nose.search.calibration.build_calibration`), every token
+  the search's calibration (:func:`nose.data.calibration.build_calibration`), every token
   supervised.
 """
 
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from nose.search.calibration import build_calibration
+from nose.data.calibration import build_calibration
 
 
 @dataclass

@@ -40,11 +40,10 @@ from safetensors.torch import save_file
 
 from nose.errors import NoseError
 from nose.files import process_alive, publish_permissions, write_json_atomic
-from nose.model.loading import LoadedModel
+from nose.model.loading import REMOTE_CODE, LoadedModel
 from nose.model.replacements import Replacement, describe_all, uniform
 from nose.model.switches import SwitchedAttention, check_layer_indices
 
-REMOTE = Path(__file__).parent / "remote"
 CHECKPOINT_FORMAT = "nose.checkpoint/2"
 SHARD_BYTES = 2 * 1024 ** 3
 
@@ -256,7 +255,7 @@ def export_checkpoint(lm: LoadedModel, replacements: dict[int, Replacement] | li
         files = write_shards(state, tmp, shard_bytes)
         dtype = next(iter(state.values())).dtype
         (tmp / "config.json").write_text(json.dumps(export_config(lm, replacements, dtype), indent=2, default=str))
-        for f in REMOTE.glob("*.py"):
+        for f in REMOTE_CODE.glob("*.py"):
             shutil.copy(f, tmp / f.name)
         if lm.tokenizer is not None:
             lm.tokenizer.save_pretrained(tmp)

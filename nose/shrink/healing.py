@@ -1,7 +1,7 @@
 """Annealed healing: fade the chosen attention sublayers out while the rest learns to cope.
 
 The removed layers run with blend M (DESIGN.md): ``h = x + M·Attn(LN1(x)) + (1 − M)·R(x)``, R each
-layer's replacement (skip, double, or a fitted linear map, :mod:`nose.shrink.linear_fit`).
+layer's replacement (skip, double, or a fitted linear map, :mod:`nose.replace.ridge`).
 Schedules of M over the training steps:
 
 - ``linear`` (default): M falls from 1 to 0 over the first 75 % of the steps, then stays 0;
@@ -44,7 +44,7 @@ from nose.errors import NoseError
 from nose.model.loading import LoadedModel
 from nose.model.replacements import Replacement, describe_all
 from nose.model.switches import AttentionSwitch
-from nose.search.calibration import trimmed
+from nose.data.calibration import trimmed
 from nose.shrink.data import TrainingRows
 
 LOSSES = ("ce", "kd", "ce+kd", "gem")

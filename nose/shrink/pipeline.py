@@ -4,18 +4,18 @@ One library call does what ``nose shrink`` does (the CLI only parses options and
 
 1. the layers: a list, or the first k of a ``search.json`` made on the same weights;
 2. the data (``--data``): healing rows, validation rows (the held-out split for transcripts,
-   else the last rows) and, for a linear replacement, the fit rows; self-distilled transcripts
+   else the last rows) and, for a fitted replacement, the fit rows; self-distilled transcripts
    are generated here, from the intact model, before anything changes it;
-3. the replacements: ``linear`` (the default): each removed attention becomes ``x + W·LN1(x)``
-   with W fitted in closed form (:mod:`nose.shrink.linear_fit`), or a parameter-free ``mode``
-   (skip, double, thesis) with ``replace="none"``;
+3. the replacements (``replace``, a name of :data:`nose.replace.KINDS`): ``linear`` (the default)
+   makes each removed attention ``x + W·LN1(x)`` with W fitted in closed form
+   (:mod:`nose.replace.ridge`); ``skip``, ``double`` and ``thesis`` are parameter-free;
 4. healing (:mod:`nose.shrink.healing`), optional: the annealed blend, KD to the intact model;
 5. the export (:mod:`nose.shrink.export`) with ``nose.json`` (provenance, fit report, healing
    settings and cost) and, when healed, ``healing.json`` and ``healing_curve.png``, all written
    before the folder is published.
 
-``data="auto"`` means the self-distilled transcripts (``translate``) for code models (a preset or
-model id whose name holds ``code``) and the Python standard library for others.
+``data="auto"`` means the self-distilled transcripts (``translate``) for a model with a chat
+template (it can answer the task's prompt) and the Python standard library for others.
 """
 
 from __future__ import annotations
@@ -27,12 +27,12 @@ from pathlib import Path
 
 from nose.errors import NoseError
 from nose.model.loading import LoadedModel
-from nose.model.replacements import FIXED, Replacement, uniform
+from nose.model.replacements import Replacement, uniform
 from nose.model.switches import check_layer_indices
 from nose.shrink.healing import HealConfig, HealHistory, heal
-from nose.shrink.linear_fit import FitConfig, fit_linear
+from nose.replace import get as replacement
+from nose.replace.ridge import FitConfig
 
-REPLACE = ("none", "linear")
 
 
 @dataclass
@@ -40,9 +40,8 @@ class ShrinkConfig:
     layers: list[int] = field(default_factory=list)  # attention layers to remove; or take them from `search`
     search: str | None = None  # a search.json (or its folder)
     k: int | None = None  # with `search`: its first k layers
-    replace: str | None = None  # linear: a fitted W per layer; none: the parameter-free `mode`;
-    # None: linear, or none when a `mode` other than skip is asked for (reports/repair.md)
-    mode: str = "skip"  # skip | double | thesis (replace none)
+    replace: str = "linear"  # what stands in for each removed attention (nose.replace.KINDS); linear measured
+    # best (reports/repair.md)
     data: str = "auto"  # healing and fit data: auto | translate[...] | stdlib | a file or folder
     text_field: str = "text"
     samples: int = 256  # healing rows
@@ -52,41 +51,29 @@ class ShrinkConfig:
     fit: FitConfig = field(default_factory=FitConfig)
     heal: HealConfig = field(default_factory=HealConfig)
 
-    def __post_init__(self):
-        if self.replace is None:
-            self.replace = "linear" if self.mode == "skip" else "none"
-
     def validate(self) -> None:
         if bool(self.layers) == bool(self.search):
             raise NoseError("pass exactly one of --layers and --search")
         if self.search and self.k is None:
             raise NoseError("--search needs --k (how many of its layers to remove)")
-        check_replace(self.replace, self.mode)
+        kind = replacement(self.replace)
         if self.samples < 1 or self.val_samples < 0 or (self.seq_len is not None and self.seq_len < 2):
             raise NoseError("--samples must be at least 1, --val-samples 0 or more and --seq-len at least 2 "
                             f"(got {self.samples}, {self.val_samples}, {self.seq_len})")
         if self.fit.seq_len < 2:
             raise NoseError(f"--fit-seq-len must be at least 2, got {self.fit.seq_len}")
         self.heal.validate()
-        if self.replace == "linear":
+        if kind.fitted:
             self.fit.validate()
 
 
-def check_replace(replace: str, mode: str) -> None:
-    """``--replace`` and ``--mode`` (shrink, evaluate, sweep), before any model loads."""
-    if replace not in REPLACE:
-        raise NoseError(f"unknown --replace {replace!r}; choose {' or '.join(REPLACE)}")
-    if mode not in FIXED:
-        raise NoseError(f"unknown --mode {mode!r}; choose one of {', '.join(FIXED)}")
-    if replace == "linear" and mode != "skip":
-        raise NoseError("--mode applies to --replace none; a linear replacement is its own map")
-
-
-def data_source(spec: str, model_id: str) -> str:
-    """``auto``: transcripts for code models, the standard library otherwise."""
+def data_source(spec: str, lm: LoadedModel) -> str:
+    """``auto``: the task's self-distilled transcripts (Java→Python) when the model has a chat
+    template to answer them with, the standard library otherwise; decided by what the model is,
+    never by its name."""
     if spec != "auto":
         return spec
-    return "translate" if "code" in Path(model_id.rstrip("/")).name.lower() else "stdlib"
+    return "translate" if getattr(lm.tokenizer, "chat_template", None) else "stdlib"
 
 
 def layers_from_search(path: str | Path, k: int, weights_sha256: str) -> tuple[list[int], dict]:
@@ -129,21 +116,25 @@ def fit_rows(lm: LoadedModel, source: str, config: FitConfig, seed: int = 0, tex
     """The rows a linear fit reads: every real token counts (the replacement serves prompt and answer);
     by default every conversation of chat data, else 64 packed rows."""
     from nose.data.chat import count_records, is_chat_file
-    from nose.search.calibration import build_calibration
+    from nose.data.calibration import build_calibration
 
     samples = config.samples or (count_records(Path(source)) if is_chat_file(Path(source)) else PACKED_FIT_ROWS)
     return build_calibration(lm.tokenizer, source, samples=samples, seq_len=config.seq_len, seed=seed,
                              text_field=text_field, count="all", log=log)
 
 
-def linear_fitter(lm: LoadedModel, spec: str, config: FitConfig = FitConfig(), progress=None, log=print):
-    """A function ``layers -> {layer: Linear}`` fitting on ``spec`` data (``auto`` as in shrink), for
-    in-memory use by ``evaluate`` and ``sweep``; the rows are built once."""
+def fitter(lm: LoadedModel, replace: str, spec: str, config: FitConfig = FitConfig(), progress=None, log=print):
+    """For a fitted replacement, a function ``layers -> {layer: Replacement}`` fitting on ``spec``
+    data (``auto`` as in shrink), for in-memory use by ``evaluate`` and ``sweep`` (the rows are
+    built once); None for a parameter-free one."""
     from nose.data.transcripts import resolve_source
 
+    kind = replacement(replace)
+    if not kind.fitted:
+        return None
     config.validate()
-    rows = fit_rows(lm, resolve_source(data_source(spec, lm.spec), lm, progress=progress, log=log), config, log=log)
-    return lambda layers: fit_linear(lm, layers, rows, config, progress)[0]
+    rows = fit_rows(lm, resolve_source(data_source(spec, lm), lm, progress=progress, log=log), config, log=log)
+    return lambda layers: kind.fit(lm, layers, rows, config, progress)[0]
 
 
 def build_data(lm: LoadedModel, config: ShrinkConfig, progress=None, log=print) -> ShrinkData:
@@ -151,7 +142,7 @@ def build_data(lm: LoadedModel, config: ShrinkConfig, progress=None, log=print) 
     from nose.data.transcripts import heldout_of, is_transcript_source, resolve_source
     from nose.shrink.data import build_training_rows
 
-    spec = data_source(config.data, lm.spec)
+    spec = data_source(config.data, lm)
     source = resolve_source(spec, lm, progress=progress, log=log)
     data = ShrinkData(source)
     if config.heal.steps > 0:
@@ -172,7 +163,7 @@ def build_data(lm: LoadedModel, config: ShrinkConfig, progress=None, log=print) 
                 raise NoseError(f"healing data {source} gives {len(both)} row(s); need a training and a "
                                 "validation row")
             data.train, data.val = both.split(max(1, min(config.val_samples, len(both) // 5)))
-    if config.replace == "linear":
+    if replacement(config.replace).fitted:
         data.fit = fit_rows(lm, source, config.fit, config.seed, config.text_field, log)
     return data
 
@@ -194,17 +185,18 @@ def shrink(lm: LoadedModel, config: ShrinkConfig, out: Path, overwrite: bool = F
     data = build_data(lm, config, progress, log)
     log(f"attention layers: {lm.num_layers - len(lm.absent_attention())} -> "
         f"{lm.num_layers - len(lm.absent_attention()) - len(removed)} (removing {removed}, "
-        f"{'linear replacements' if config.replace == 'linear' else 'mode ' + config.mode})")
+        f"replacement {config.replace})")
     cost = {"fit_seconds": 0.0, "fit_cpu_seconds": 0.0, "fit_tokens": 0}
-    if config.replace == "linear":
+    kind = replacement(config.replace)
+    if kind.fitted:
         t0, c0 = time.perf_counter(), time.process_time()
-        replacements, fit_report = fit_linear(lm, removed, data.fit, config.fit, progress)
+        replacements, fit_report = kind.fit(lm, removed, data.fit, config.fit, progress)
         cost.update(fit_seconds=round(time.perf_counter() - t0, 1), fit_cpu_seconds=round(time.process_time() - c0, 1),
                     fit_tokens=fit_report["tokens"])
-        log("linear fit: held-out error (relative) " + ", ".join(
+        log(f"{kind.name} fit: held-out error (relative) " + ", ".join(
             f"{i}: {v['heldout_relative_error']:.3f}" for i, v in fit_report["layers"].items()))
     else:
-        replacements: dict[int, Replacement] = uniform(removed, config.mode)
+        replacements: dict[int, Replacement] = uniform(removed, config.replace)
         fit_report = None
     c0 = time.process_time()
     history = heal(lm, replacements, data.train, data.val, config.heal, progress,
@@ -214,8 +206,7 @@ def shrink(lm: LoadedModel, config: ShrinkConfig, out: Path, overwrite: bool = F
     cost["heal_tokens"] = history.tokens * history.processes
     if not PartialState().is_main_process:  # under `accelerate launch`, one process exports
         return None
-    settings = {"replace": config.replace, "mode": config.mode if config.replace == "none" else None,
-                "data": config.data, "data_source": data.source, "fit": asdict(config.fit) if fit_report else None}
+    settings = {"replace": config.replace, "data": config.data, "data_source": data.source, "fit": asdict(config.fit) if fit_report else None}
     healing = {**asdict(config.heal), "tokens": cost["heal_tokens"], "processes": history.processes,
                "seconds": cost["heal_seconds"], "train_rows": 0 if data.train is None else len(data.train),
                "validation": history.validation,
@@ -225,7 +216,7 @@ def shrink(lm: LoadedModel, config: ShrinkConfig, out: Path, overwrite: bool = F
                                overwrite=overwrite, extra=_healing_files(history, config, removed, lm.spec))
     state.unlink(missing_ok=True)  # exported: the healing state is no longer needed
     return {"out": str(folder), "removed_attention": removed, "replacements": config.replace,
-            "mode": settings["mode"], "healing_steps": config.heal.steps, "tokens": history.tokens,
+            "healing_steps": config.heal.steps, "tokens": history.tokens,
             "seconds": cost["heal_seconds"], "validation": history.validation, "repair_cost": cost}
 
 
@@ -235,7 +226,7 @@ def _healing_files(history: HealHistory, config: ShrinkConfig, removed: list[int
         return None
 
     def write(folder: Path) -> None:
-        from nose.report.heal_plots import plot_healing
+        from nose.shrink.heal_plots import plot_healing
 
         record = asdict(history) | {"loss_name": config.heal.loss}
         (folder / "healing.json").write_text(json.dumps(record, indent=2))

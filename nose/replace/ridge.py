@@ -37,7 +37,7 @@ from nose.model.adapters import first_output
 from nose.model.loading import LoadedModel
 from nose.model.replacements import FeatureLinear, Linear, Replacement
 from nose.model.switches import attention_switched, check_layer_indices
-from nose.search.calibration import CalibrationSet
+from nose.data.calibration import CalibrationSet
 
 TARGETS = ("attention", "stream")
 ALPHAS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
@@ -132,7 +132,7 @@ def fit_linear(lm: LoadedModel, layers: list[int], calib: CalibrationSet, config
 
     ``kind``: the replacement class, linear in ``kind.features(LN1(x))``, built as ``kind(W)``;
     :class:`Linear`'s features are LN1(x) itself. Richer features were probed with it
-    (benchmarks/mixing_replacement_probe.py)."""
+    (experiments/mixing-replacement)."""
     config.validate()
     layers = check_layer_indices(layers, lm.num_layers, what="--layers")
     if not layers:

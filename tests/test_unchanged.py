@@ -1,0 +1,80 @@
+"""Behaviour the architecture work must not change: a search, two exports (skip and linear) and an
+evaluation of a tiny random model give the same order and scores, byte-identical tensors and the
+same generations and verdicts as the revision recorded in ``tests/data/unchanged.json``.
+
+The golden file was written by this module run as a script against that revision
+(``python tests/test_unchanged.py --write`` with the revision's ``nose`` first on ``PYTHONPATH``);
+it drives the CLI in subprocesses, so the same code measures any revision.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+GOLDEN = Path(__file__).parent / "data" / "unchanged.json"
+REPLACE = {"skip": ["--replace", "skip"], "linear": ["--replace", "linear"]}
+
+
+def nose(*args: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "nose", *map(str, args)], capture_output=True, text=True,
+                          env={**os.environ, "NOSE_CACHE": os.environ.get("NOSE_CACHE", tempfile.gettempdir())})
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def tensors_sha256(folder: Path) -> dict[str, str]:
+    from safetensors.torch import load_file
+
+    out = {}
+    for f in sorted(folder.glob("*.safetensors")):
+        for name, t in sorted(load_file(f).items()):
+            out[name] = hashlib.sha256(t.contiguous().numpy().tobytes()).hexdigest()[:16]
+    return out
+
+
+def measure(work: Path, replace: dict[str, list[str]]) -> dict:
+    from nose.testing import save_tiny, write_tiny_benchmark
+
+    model = save_tiny(work / "tiny", "llama", intermediate_size=256)
+    bench = write_tiny_benchmark(work / "bench")
+    search = json.loads(nose("search", "--model", model, "--out", work / "s", "--steps", 3, "--samples", 4,
+                             "--seq-len", 32, "--json"))
+    result = {"search": {"order": search["order"], "scores": [round(s["score"], 6) for s in search["steps"]]}}
+    for kind, args in replace.items():
+        out = work / f"export-{kind}"
+        nose("shrink", "--model", model, "--layers", "2,3", *args, "--steps", 0, "--data", "stdlib",
+             "--fit-samples", 8, "--fit-seq-len", 32, "--out", out)
+        result[f"export_{kind}"] = tensors_sha256(out)
+    nose("evaluate", "--model", model, "--benchmark", bench, "--max-new-tokens", 24, "--no-efficiency",
+         "--drop-attention", "2", "--out", work / "e")
+    records = [json.loads(line) for line in (work / "e" / "samples.jsonl").read_text().splitlines()]
+    result["evaluate"] = {r["id"]: {"verdicts": r["verdicts"],
+                                    "outputs_sha256": hashlib.sha256(json.dumps(r["outputs"]).encode()).hexdigest()[:16]}
+                          for r in sorted(records, key=lambda r: r["id"])}
+    return result
+
+
+def test_search_exports_and_evaluation_are_unchanged(tmp_path):
+    golden = json.loads(GOLDEN.read_text())
+    now = measure(tmp_path, REPLACE)
+    assert now["search"]["order"] == golden["result"]["search"]["order"]
+    assert now["search"]["scores"] == golden["result"]["search"]["scores"]
+    for kind in REPLACE:
+        assert now[f"export_{kind}"] == golden["result"][f"export_{kind}"], kind
+    assert now["evaluate"] == golden["result"]["evaluate"]
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["--write"]:
+    # the revision's own spelling of the two replacements (before the --replace vocabulary: none + --mode skip)
+    old = {"skip": ["--replace", "none", "--mode", "skip"], "linear": ["--replace", "linear"]}
+    with tempfile.TemporaryDirectory() as work:
+        revision = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                  cwd=Path(os.environ.get("PYTHONPATH", ".").split(":")[0])).stdout.strip()
+        GOLDEN.write_text(json.dumps({"revision": revision, "args": old, "result": measure(Path(work), old)},
+                                     indent=1) + "\n")
