@@ -21,7 +21,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.naive_search import naive_search  # noqa: E402
+from nose.testing.naive_search import naive_search  # noqa: E402
 from nose.model.loading import load_model  # noqa: E402
 from nose.data.calibration import build_calibration  # noqa: E402
 from nose.search.config import SearchConfig  # noqa: E402

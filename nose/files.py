@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -29,19 +30,31 @@ def publish_permissions(path: Path) -> None:
         os.chmod(path, 0o666 & ~mask)
 
 
-def write_json_atomic(path: Path, data: dict) -> None:
-    """Write via a temp file in the same folder and rename, so readers never see half a file."""
+@contextlib.contextmanager
+def atomic_file(path: Path, mode: str = "w", sync: bool = False):
+    """Open a temp file beside ``path`` for writing and rename it over ``path`` when the block
+    ends without an error (the temp file is removed otherwise), so readers and a later run never
+    see half a file. ``sync``: flush it to the disk before the rename (an append log's rewrite)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+            yield f
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())
         publish_permissions(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    """Write JSON so that readers never see half a file (:func:`atomic_file`)."""
+    with atomic_file(path) as f:
+        json.dump(data, f, indent=2)
+        f.write("\n")
 
 
 NUMBER = (int, float)

@@ -4,7 +4,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from benchmarks.naive_search import naive_search
+from nose.testing.naive_search import naive_search
 from nose.cli.app import app
 from nose.errors import NoseError
 from nose.data.calibration import build_calibration

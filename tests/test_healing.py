@@ -191,3 +191,23 @@ def test_resume_equals_an_uninterrupted_run(data, tmp_path, monkeypatch):
     torch.save({"step": 1, "history": HealHistory()}, tmp_path / "old.pt")  # an object: weights_only refuses it
     with pytest.raises(NoseError, match="cannot resume healing .* not a healing state nose can read"):
         heal(lm, uniform([2], "skip"), rows, val, cfg, state_path=tmp_path / "old.pt", resume=True)
+
+
+@pytest.mark.parametrize("train", ["default", "lora"])
+def test_an_error_before_training_leaves_the_model_as_it_came(data, monkeypatch, train):
+    import nose.shrink.healing as healing
+
+    tok, rows, val = data
+    lm = from_module(tiny_model("llama", vocab_size=len(tok), intermediate_size=256), tok)
+    lm.model.get_parameter("model.embed_tokens.weight").requires_grad_(False)  # a frozen tensor stays frozen
+    grads = {n: p.requires_grad for n, p in lm.model.named_parameters()}
+    names, before = set(lm.model.state_dict()), {k: v.clone() for k, v in lm.model.state_dict().items()}
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("optimizer could not be built")
+    monkeypatch.setattr(healing.torch.optim, "AdamW", broken)
+    with pytest.raises(RuntimeError, match="optimizer could not be built"):
+        heal(lm, uniform([2], "skip"), rows, val, HealConfig(steps=3, loss="kd", train=train))
+    assert set(lm.model.state_dict()) == names and not any(isinstance(m, SwitchedAttention) for m in lm.model.modules())
+    assert all(torch.equal(v, before[k]) for k, v in lm.model.state_dict().items())
+    assert {n: p.requires_grad for n, p in lm.model.named_parameters()} == grads

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from benchmarks.naive_search import naive_search
+from nose.testing.naive_search import naive_search
 from nose.model.loading import load_model
 from nose.model.presets import PRESETS, fetch_gguf
 from nose.model.switches import attention_switched

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from benchmarks.naive_search import naive_search
+from nose.testing.naive_search import naive_search
 from nose.errors import NoseError
 from nose.model.loading import from_module
 from nose.model.switches import SwitchedAttention

@@ -91,6 +91,20 @@ def test_replace_skip_exports_no_op_blocks(model, tmp_path):
     blocks = json.loads((tmp_path / "s" / "config.json").read_text())["block_configs"]
     assert [b["attention"]["no_op"] for b in blocks] == [False, False, True, True] + [False] * (len(blocks) - 4)
     assert not any(b["attention"].get("replace_with_linear") for b in blocks)
+    meta = json.loads((tmp_path / "s" / "nose.json").read_text())  # provenance of the export
+    assert meta["tool"]["name"] == "nose-prune" and meta["tool"]["version"] and meta["versions"]["torch"]
+
+
+def test_auto_data_follows_the_chat_template_not_the_name(saved_tiny):
+    from nose.model.loading import load_model
+    from nose.shrink.pipeline import data_source
+
+    lm = load_model(str(saved_tiny("llama", intermediate_size=256)))
+    assert data_source("auto", lm) == "stdlib" and data_source("translate", lm) == "translate"
+    lm.spec = "my-coder-model"  # a name with "code" in it no longer decides
+    assert data_source("auto", lm) == "stdlib"
+    lm.tokenizer.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    assert data_source("auto", lm) == "translate"
 
 
 @pytest.mark.parametrize("old,new", [(["--mode", "skip"], "skip"), (["--replace", "none", "--mode", "double"], "double"),

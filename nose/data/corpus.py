@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nose.errors import NoseError
-from nose.files import jsonl_records
+from nose.files import atomic_file, jsonl_records
 
 SHIPPED = Path(__file__).parent / "java_methods.jsonl"
 
@@ -63,8 +63,6 @@ def methods_sha256(methods: list[JavaMethod]) -> str:
 def write_methods(methods: list[JavaMethod], path: Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_file(path) as f:
         for m in methods:
             f.write(json.dumps(m.to_record()) + "\n")
-    tmp.replace(path)

@@ -37,7 +37,7 @@ from pathlib import Path
 
 from nose.data.corpus import JavaMethod, load_methods, methods_sha256
 from nose.errors import NoseError
-from nose.files import write_json_atomic
+from nose.files import atomic_file, write_json_atomic
 
 HELDOUT_PERCENT = 20
 SPLITS = ("train", "heldout")
@@ -105,11 +105,9 @@ class Transcripts:
             raise NoseError(f"unknown transcript split {split!r}; choose train or heldout")
         path = self.folder / "views" / f"{corpus_sha256[:12]}-{split}.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
+        with atomic_file(path) as f:
             for r in self.usable(split):
                 f.write(json.dumps({"messages": r["messages"], "name": r["name"]}) + "\n")
-        tmp.replace(path)
         return path
 
     def summary(self) -> dict:

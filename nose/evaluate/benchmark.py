@@ -172,8 +172,6 @@ def format_java(line: str) -> str:
 
 _KEYWORDS = {"if", "for", "while", "switch", "catch", "return", "synchronized"}
 
-_TYPE_NAMES = {"int", "double", "bool", "string", "char", "any"}
-
 
 def python_literal(value, typ) -> str:
     """A config value (strings, nested lists/dicts of strings) as the Python literal the

@@ -41,7 +41,6 @@ from nose.errors import NoseError
 MIN_INPUTS = 3
 SCALARS = {"int", "long", "double", "boolean", "char", "String",
            "Integer", "Long", "Double", "Boolean", "Character"}
-CONTAINERS = {"List", "ArrayList", "Set", "HashSet", "Map", "HashMap"}
 SUPPORTED = f"{', '.join(sorted(SCALARS))}, arrays of them, and List, Set, Map of them"
 _BOXED = {"int": "Integer", "long": "Long", "double": "Double", "boolean": "Boolean", "char": "Character"}
 _WORDS = ["hello", "World", "abc", "racecar", "Java", "a", "level", "noon", "x1", "42", "Sun", "b"]

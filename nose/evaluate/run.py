@@ -29,11 +29,11 @@ from nose.evaluate.benchmark import PASS_MARKER, PREFIX, Sample
 from nose.data.extraction import entry_function, extract_code
 from nose.model.generation import GenerationConfig, PromptConfig, generate_transformers, generate_vllm
 from nose.evaluate.sandbox import Isolation, Limits, Outcome, require_isolation, run_many
-from nose.files import NUMBER, check_shape, write_json_atomic
+from nose.files import NUMBER, atomic_file, check_shape, write_json_atomic
 from nose.model.loading import LoadedModel
 from nose.model.replacements import describe_all
 from nose.model.switches import attention_switched
-from nose.search.record import versions
+from nose.provenance import tool, versions
 
 SAMPLES = "samples.jsonl"
 RESULTS = "results.json"
@@ -188,12 +188,8 @@ def read_done(path: Path, digests: tuple[str, ...]) -> dict[str, dict]:
             raise NoseError(f"{path} was written with other settings (model, prompt, generation or subset); "
                             "use another --out or --overwrite")
         done[rec["id"]] = rec | {"settings_hash": digests[0]}
-    tmp = path.with_name(path.name + ".tmp")  # rewrite without a torn tail; a kill meanwhile loses nothing
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_file(path, sync=True) as f:  # rewrite without a torn tail; a kill meanwhile loses nothing
         f.writelines(json.dumps(r) + "\n" for r in done.values())
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
     return done
 
 
@@ -268,7 +264,7 @@ def evaluate(lm: LoadedModel, samples: list[Sample], prompt: PromptConfig, gen: 
                "benchmark": {"path": benchmark_root, "samples": len(samples), "ids": [s.id for s in samples]},
                "prompt": asdict(prompt), "generation": asdict(gen), "timeout_s": config.timeout_s,
                "sandbox": isolation.describe(), "metrics": aggregate(list(done.values()), samples, gen.n), "efficiency": eff,
-               "seconds": round(time.perf_counter() - t0, 1), "resumed_samples": resumed, "versions": versions(),
+               "seconds": round(time.perf_counter() - t0, 1), "resumed_samples": resumed, "tool": tool(), "versions": versions(),
                "settings_hash": digest}
     write_json_atomic(out_dir / RESULTS, results)
     return results

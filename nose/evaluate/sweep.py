@@ -25,7 +25,6 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from nose import __version__
 from nose.errors import NoseError
 from nose.evaluate import efficiency
 from nose.evaluate.benchmark import Sample
@@ -34,7 +33,8 @@ from nose.evaluate.run import RESULTS, RESULTS_SHAPE, SAMPLES, EvalConfig, evalu
 from nose.files import read_json_file, write_json_atomic
 from nose.model.loading import LoadedModel
 from nose.model.switches import attention_switched
-from nose.search.record import read_record, versions
+from nose.provenance import tool, versions
+from nose.search.record import read_record
 
 FORMAT = "nose.sweep/1"
 FILENAME = "sweep.json"
@@ -132,7 +132,7 @@ def sweep(lm: LoadedModel, orders: list[Order], ks: list[int], samples: list[Sam
     for k in ks:
         for o in orders:
             sets.setdefault(tuple(sorted(o.layers[:k])), None)
-    record = {"format": FORMAT, "tool": {"name": "nose-prune", "version": __version__},
+    record = {"format": FORMAT, "tool": tool(),
               "model": lm.provenance(), "benchmark": {"path": benchmark_root, "samples": len(samples),
                                                       "ids": [s.id for s in samples]},
               "mode": kind, "k": ks,

@@ -27,6 +27,10 @@ class FamilyAdapter:
     attn_norm: str = "input_layernorm"  # inside a layer: LN1
     mlp_norm: str = "post_attention_layernorm"  # inside a layer: LN2
     mlp: str = "mlp"  # inside a layer
+    attention_projections: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")  # inside the attention
+    attention_out: str = "o_proj"  # inside the attention: what writes to the residual stream
+    mlp_out: str = "down_proj"  # inside the MLP: what writes to the residual stream
+    per_head_qk_norm: bool = False  # q and k normalized per head (q_norm/k_norm), which DeciLM cannot express
 
     def backbone_of(self, model: nn.Module) -> nn.Module:
         return _get(model, self.backbone)
@@ -71,7 +75,8 @@ def _get(module: nn.Module, path: str) -> nn.Module:
 
 # "nemotron-nas": checkpoints exported by nose shrink (llama layout, some attention no-ops).
 ADAPTERS: dict[str, FamilyAdapter] = {
-    name: FamilyAdapter(family=name) for name in ("llama", "mistral", "qwen2", "qwen3", "nemotron-nas")
+    name: FamilyAdapter(family=name, per_head_qk_norm=name == "qwen3")
+    for name in ("llama", "mistral", "qwen2", "qwen3", "nemotron-nas")
 }
 
 
@@ -79,6 +84,19 @@ def first_output(output):
     """The hidden states of a decoder layer's or attention's output (transformers returns a tuple
     in some versions and families, the tensor alone in others)."""
     return output[0] if isinstance(output, tuple) else output
+
+
+def on_layer_input(layer: nn.Module, receive):
+    """Call ``receive(x, kwargs)`` with a decoder layer's input before each of its forwards: the
+    residual stream x and the layer's other keyword arguments (mask, rotary tables, cache).
+    Returns the hook's handle; ``handle.remove()`` takes it off. The one layer-input hook of the
+    switches, the statistics, the prefix runner and the fits."""
+
+    def hook(module, args, kwargs):
+        x = args[0] if args else kwargs["hidden_states"]
+        receive(x, {k: v for k, v in kwargs.items() if k != "hidden_states"})
+
+    return layer.register_forward_pre_hook(hook, with_kwargs=True)
 
 
 def is_noop_attention(module: nn.Module) -> bool:

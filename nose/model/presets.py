@@ -114,9 +114,9 @@ def describe_plain_weights(config_path: Path) -> None:
         config.pop("quantization_config", None)
         config.pop("torch_dtype", None)
         config["dtype"] = "float32"
-        tmp = config_path.with_name(config_path.name + ".tmp")
-        tmp.write_text(json.dumps(config, indent=2) + "\n")
-        os.replace(tmp, config_path)
+        from nose.files import write_json_atomic
+
+        write_json_atomic(config_path, config)
 
 
 def materialize(preset: Preset, log=print) -> Path:

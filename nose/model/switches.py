@@ -32,7 +32,7 @@ import torch.nn as nn
 from transformers.cache_utils import DynamicLayer
 
 from nose.errors import NoseError
-from nose.model.adapters import FamilyAdapter, adapter_for
+from nose.model.adapters import FamilyAdapter, adapter_for, on_layer_input
 from nose.model.replacements import FIXED, Replacement, uniform
 
 MODES = tuple(FIXED)  # the parameter-free replacements a layer list can be switched to
@@ -103,13 +103,6 @@ def _advance_cache(cache, original: nn.Module, layer_idx: int, hidden: torch.Ten
     cache.update(slot, slot, layer_idx)
 
 
-def _layer_input_hook(switched: SwitchedAttention):
-    def hook(module, args, kwargs):
-        switched.layer_input = args[0] if args else kwargs["hidden_states"]
-
-    return hook
-
-
 def check_blend(blend: Blend) -> None:
     if isinstance(blend, torch.Tensor):
         if not torch.isfinite(blend).all() or blend.min() < 0 or blend.max() > 1:
@@ -172,7 +165,7 @@ class AttentionSwitch:
                 switched = SwitchedAttention(original, self.replacements[i], self.blend, i)
                 handle = None
                 if self.replacements[i].uses_input:
-                    handle = layer.register_forward_pre_hook(_layer_input_hook(switched), with_kwargs=True)
+                    handle = on_layer_input(layer, lambda x, kwargs, s=switched: setattr(s, "layer_input", x))
                 setattr(parent, name, switched)
                 self._installed.append((parent, name, original, handle))
         except BaseException:

@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from nose.errors import NoseError
-from nose.model.adapters import first_output
+from nose.model.adapters import first_output, on_layer_input
 from nose.model.loading import LoadedModel
 from nose.model.replacements import FeatureLinear, Linear, Replacement
 from nose.model.switches import attention_switched, check_layer_indices
@@ -105,13 +105,13 @@ def _layer_inputs(lm: LoadedModel, batch, keep) -> tuple[dict[int, torch.Tensor]
     inputs: dict[int, torch.Tensor] = {}
 
     def record(i):
-        def hook(module, args, kw):
+        def receive(x, kw):
             if i in keep:
-                inputs[i] = args[0] if args else kw["hidden_states"]
-            kwargs[i] = {k: v for k, v in kw.items() if k != "hidden_states"}
-        return hook
+                inputs[i] = x
+            kwargs[i] = kw
+        return receive
 
-    handles = [layer.register_forward_pre_hook(record(i), with_kwargs=True) for i, layer in enumerate(layers)]
+    handles = [on_layer_input(layer, record(i)) for i, layer in enumerate(layers)]
     try:
         lm.adapter.last_hidden(lm.model, batch.input_ids, batch.attention_mask)
     finally:

@@ -5,7 +5,7 @@ first (ties to the lower layer). Greedy criteria rescore the remaining candidate
 state after each removal, through the prefix cache (:mod:`nose.search.greedy`); one-shot
 criteria rank all candidates once, on the intact model (:mod:`nose.search.oneshot`). Adding a
 criterion is one entry in :data:`CRITERIA`: the CLI's choices, the config checks, the search,
-``search.json`` and the naive oracle (``benchmarks/naive_search.py``) all read it.
+``search.json`` and the naive oracle (``nose/testing/naive_search.py``) all read it.
 
 A greedy criterion's *statistic* is a class with ``observe(outputs (K, F), batch)`` (the
 target's outputs at the batch's read positions), ``samples``, ``value(where)`` and

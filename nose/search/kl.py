@@ -33,12 +33,12 @@ def kl_per_position(logits: torch.Tensor, reference: torch.Tensor) -> torch.Tens
 
 @dataclass
 class KLStats(LossStats):
-    """Per-sample KL sums and counts: ``nll`` holds the KL sums, so ``value`` is the mean KL in
-    nats per token and ``bootstrap`` resamples rows exactly as for the loss."""
+    """Per-sample KL sums and counts: ``value`` is the mean KL in nats per token and ``bootstrap``
+    resamples rows exactly as for the loss."""
 
     def observe(self, logits: torch.Tensor, batch) -> None:
         if batch.reference is None:
             raise NoseError("the kl criterion needs the intact model's distributions for each batch")
         kl, n = per_row(kl_per_position(logits, batch.reference), batch)
-        self.nll.append(kl)
+        self.sums.append(kl)
         self.n.append(n)

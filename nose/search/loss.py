@@ -35,16 +35,16 @@ def ratio_bootstrap(num: np.ndarray, den: np.ndarray, weights: np.ndarray) -> np
 
 @dataclass
 class LossStats:
-    """Per-sample NLL sums and counts, appended batch by batch."""
+    """Per-sample sums of a per-token loss (here the NLL) and token counts, appended batch by batch."""
 
-    nll: list = field(default_factory=list)
+    sums: list = field(default_factory=list)
     n: list = field(default_factory=list)
 
     def observe(self, logits: torch.Tensor, batch) -> None:
         """``logits`` (K, V) at ``batch.positions`` (next-token positions)."""
         targets = batch.next_tokens.to(logits.device)
         nll, n = per_row(F.cross_entropy(logits.float(), targets, reduction="none"), batch)
-        self.nll.append(nll)
+        self.sums.append(nll)
         self.n.append(n)
 
     @property
@@ -54,15 +54,15 @@ class LossStats:
     def arrays(self):
         if not self.n:
             raise NoseError("no statistics were collected: the calibration set is empty")
-        return np.concatenate(self.nll), np.concatenate(self.n)
+        return np.concatenate(self.sums), np.concatenate(self.n)
 
     def value(self, where: str = "logits") -> float:
-        """Mean NLL in nats per token."""
-        nll, n = self.arrays()
+        """Mean loss in nats per token."""
+        sums, n = self.arrays()
         if n.sum() <= 0:
             raise NoseError(f"no counted tokens for the {where}: calibration rows need at least 2 tokens")
-        return float(nll.sum() / n.sum())
+        return float(sums.sum() / n.sum())
 
     def bootstrap(self, weights: np.ndarray, where: str = "logits") -> np.ndarray:
-        """Mean NLL under each row of sample ``weights`` (R, N)."""
+        """Mean loss under each row of sample ``weights`` (R, N)."""
         return ratio_bootstrap(*self.arrays(), weights)

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from nose.errors import NoseError
-from nose.model.adapters import first_output
+from nose.model.adapters import first_output, on_layer_input
 from nose.model.loading import LoadedModel
 from nose.data.calibration import CalibrationSet
 from nose.search.loss import ratio_bootstrap
@@ -38,11 +38,6 @@ def cosine_sums(lm: LoadedModel, calib: CalibrationSet, layers: list[int], batch
     counts: list[np.ndarray] = []
     state: dict = {}
 
-    def take_input(i):
-        def hook(module, args, kwargs):
-            state[i] = args[0] if args else kwargs["hidden_states"]
-        return hook
-
     def take_attention(i):
         def hook(module, args, output):
             x = state.pop(i)
@@ -55,7 +50,7 @@ def cosine_sums(lm: LoadedModel, calib: CalibrationSet, layers: list[int], batch
     handles = []
     try:
         for i in layers:
-            handles.append(blocks[i].register_forward_pre_hook(take_input(i), with_kwargs=True))
+            handles.append(on_layer_input(blocks[i], lambda x, kwargs, i=i: state.__setitem__(i, x)))
             handles.append(lm.adapter.attention_of(blocks[i]).register_forward_hook(take_attention(i)))
         backbone = lm.adapter.backbone_of(lm.model)
         device = backbone.get_input_embeddings().weight.device

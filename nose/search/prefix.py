@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from nose.model.adapters import FamilyAdapter, first_output
+from nose.model.adapters import FamilyAdapter, first_output, on_layer_input
 from nose.search.target import Target
 
 
@@ -59,12 +59,7 @@ class PrefixRunner:
         self._positions = batch.positions
         keep = self._inputs
 
-        def record(module, args, kwargs):
-            hidden = args[0] if args else kwargs["hidden_states"]
-            rest = {k: v for k, v in kwargs.items() if k != "hidden_states"}
-            keep.append((hidden, rest))
-
-        handles = [layer.register_forward_pre_hook(record, with_kwargs=True)
+        handles = [on_layer_input(layer, lambda x, kwargs: keep.append((x, kwargs)))
                    for layer in self.layers[: self.last + 1]]
         try:
             hidden = self._backbone(batch)

@@ -14,13 +14,11 @@ Version 1 (before the criteria) named the score ``te`` and the state's value ``b
 from __future__ import annotations
 
 import datetime as _dt
-import platform
-import subprocess
 from pathlib import Path
 
-from nose import __version__
 from nose.errors import NoseError
 from nose.files import read_json_file
+from nose.provenance import tool, versions
 
 
 FORMAT = "nose.search/2"
@@ -33,27 +31,9 @@ SHAPE = {"model": {"id": str, "weights_sha256": str, "num_layers": int},
 RESUME_KEYS = ("criterion", "mode", "target", "protect", "seed", "bootstrap", "batch_size")
 
 
-def versions() -> dict:
-    import numpy
-    import torch
-    import transformers
-
-    return {"nose-prune": __version__, "python": platform.python_version(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "numpy": numpy.__version__}
-
-
-def git_revision() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
-        return out.stdout.strip() or None if out.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 def new_record(model: dict, calibration: dict, settings: dict, score: dict) -> dict:
     return {"format": FORMAT,
-            "tool": {"name": "nose-prune", "version": __version__, "git": git_revision()},
+            "tool": tool(),
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "model": model, "calibration": calibration, "settings": settings,
             "score": score, "steps": [], "order": [], "complete": False, "versions": versions()}

@@ -43,6 +43,7 @@ from nose.files import process_alive, publish_permissions, write_json_atomic
 from nose.model.loading import REMOTE_CODE, LoadedModel
 from nose.model.replacements import Replacement, describe_all, uniform
 from nose.model.switches import SwitchedAttention, check_layer_indices
+from nose.provenance import tool, versions
 
 CHECKPOINT_FORMAT = "nose.checkpoint/2"
 SHARD_BYTES = 2 * 1024 ** 3
@@ -113,7 +114,7 @@ def check_exportable(lm: LoadedModel, replacements: dict[int, Replacement]) -> N
     cfg = lm.model.config
     if any(isinstance(m, SwitchedAttention) for m in lm.model.modules()):
         raise NoseError("the model has attention switches applied; restore them before exporting")
-    if lm.adapter.family == "qwen3" or hasattr(lm.adapter.attention_of(lm.adapter.layers_of(lm.model)[0]), "q_norm"):
+    if lm.adapter.per_head_qk_norm or hasattr(lm.adapter.attention_of(lm.adapter.layers_of(lm.model)[0]), "q_norm"):
         raise NoseError("this family normalizes q and k per head (q_norm/k_norm), which the DeciLM layout "
                         "cannot express; export is refused")
     if getattr(cfg, "sliding_window", None) and getattr(cfg, "use_sliding_window", True):
@@ -132,9 +133,9 @@ def check_exportable(lm: LoadedModel, replacements: dict[int, Replacement]) -> N
 def _attention_bias(lm: LoadedModel) -> bool:
     for layer in lm.adapter.layers_of(lm.model):
         attn = lm.adapter.attention_of(layer)
-        if hasattr(attn, "q_proj"):
+        if hasattr(attn, lm.adapter.attention_projections[0]):
             return any(getattr(getattr(attn, p, None), "bias", None) is not None
-                       for p in ("q_proj", "k_proj", "v_proj", "o_proj"))
+                       for p in lm.adapter.attention_projections)
     return False
 
 
@@ -166,7 +167,7 @@ def export_state_dict(lm: LoadedModel, replacements: dict[int, Replacement]) -> 
             if idx in replacements and (local.startswith(attention + ".") or (
                     local.startswith(lm.adapter.attn_norm + ".") and not replacements[idx].exported_as_linear)):
                 continue
-            if local.startswith((f"{attention}.o_proj.", f"{lm.adapter.mlp}.down_proj.",
+            if local.startswith((f"{attention}.{lm.adapter.attention_out}.", f"{lm.adapter.mlp}.{lm.adapter.mlp_out}.",
                                  f"{attention}.linear_attn.")):
                 t = scaled(t, scales[idx])
         out[name] = t
@@ -176,8 +177,8 @@ def export_state_dict(lm: LoadedModel, replacements: dict[int, Replacement]) -> 
             out[f"{layers_path}.{i}.{attention}.linear_attn.weight"] = scaled(w, scales[i])
     if bias:
         for i, layer in enumerate(lm.adapter.layers_of(lm.model)):
-            key = f"{layers_path}.{i}.{attention}.o_proj.bias"
-            weight = out.get(f"{layers_path}.{i}.{attention}.o_proj.weight")
+            key = f"{layers_path}.{i}.{attention}.{lm.adapter.attention_out}.bias"
+            weight = out.get(f"{layers_path}.{i}.{attention}.{lm.adapter.attention_out}.weight")
             if weight is not None and key not in out:
                 out[key] = torch.zeros(weight.shape[0], dtype=weight.dtype)
     return dict(sorted(out.items()))
@@ -263,7 +264,7 @@ def export_checkpoint(lm: LoadedModel, replacements: dict[int, Replacement] | li
             lm.model.generation_config.save_pretrained(tmp)
         before = lm.num_layers - len(lm.absent_attention())
         write_json_atomic(tmp / "nose.json", {
-            "format": CHECKPOINT_FORMAT, "source_model": lm.provenance(), "removed_attention": removed,
+            "format": CHECKPOINT_FORMAT, "tool": tool(), "versions": versions(), "source_model": lm.provenance(), "removed_attention": removed,
             "replacements": describe_all(replacements),
             "attention_layers": f"{before} -> {before - len(removed)}", "files": files, **(provenance or {})})
         if extra is not None:

@@ -32,7 +32,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -41,6 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from nose.errors import NoseError
+from nose.files import atomic_file
 from nose.model.loading import LoadedModel
 from nose.model.replacements import Replacement, describe_all
 from nose.model.switches import AttentionSwitch
@@ -181,10 +181,9 @@ def rows_sha256(rows: TrainingRows) -> str:
 def _save_state(path: Path, step: int, params, opt, history: HealHistory, fingerprint: dict) -> None:
     """Trainable weights, optimizer and history, atomically; plain tensors and Python values only,
     so :func:`_load_state` can read it with ``weights_only=True``."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"step": step, "params": [p.detach().cpu() for p in params], "optimizer": opt.state_dict(),
-                "history": asdict(history), "fingerprint": fingerprint}, tmp)
-    os.replace(tmp, path)
+    with atomic_file(path, "wb") as f:
+        torch.save({"step": step, "params": [p.detach().cpu() for p in params], "optimizer": opt.state_dict(),
+                    "history": asdict(history), "fingerprint": fingerprint}, f)
 
 
 def _load_state(path: Path, params, opt, fingerprint: dict) -> tuple[int, HealHistory]:
@@ -237,15 +236,16 @@ def heal(lm: LoadedModel, replacements: dict[int, Replacement], train: TrainingR
                    "replacements": describe_all(replacements), "settings": asdict(config)}
     accelerator = _accelerator(lm, config)
     teacher = copy.deepcopy(model).eval().requires_grad_(False) if config.loss in ("kd", "ce+kd") else None
-    peft_model = add_lora(lm, layers, config.lora_rank) if config.train == "lora" else None
-    params = trainable_parameters(lm, replacements, config.train)
     originals = {id(p): p.requires_grad for p in model.parameters()}
-    model.requires_grad_(False)
-    for p in params:
-        p.requires_grad_(True)
-    opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
     switch = AttentionSwitch(model, replacements, blend=1.0, adapter=lm.adapter)
-    try:
+    peft_model = None
+    try:  # everything that changes the model is inside: an error leaves it as it came (LoRA merged at zero)
+        peft_model = add_lora(lm, layers, config.lora_rank) if config.train == "lora" else None
+        params = trainable_parameters(lm, replacements, config.train)
+        model.requires_grad_(False)
+        for p in params:
+            p.requires_grad_(True)
+        opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
         switch.apply()  # the replacements join the model, so data parallelism sees their weights
         if getattr(model, "hf_device_map", None):  # spread over GPUs by --device-map: train it where it is
             train_model, device = model, lm.device

@@ -1,0 +1,35 @@
+"""What made a result file: the tool (version and git revision) and the library versions.
+
+Every file nose writes that a later reader should be able to trace (``search.json``,
+``results.json``, ``sweep.json``, an export's ``nose.json``) carries these.
+"""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+from pathlib import Path
+
+from nose import __version__
+
+
+def tool() -> dict:
+    return {"name": "nose-prune", "version": __version__, "git": git_revision()}
+
+
+def versions() -> dict:
+    import numpy
+    import torch
+    import transformers
+
+    return {"nose-prune": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "numpy": numpy.__version__}
+
+
+def git_revision() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
