@@ -3,7 +3,7 @@
 Each checkpoint (``label=folder``; the intact ``--model`` is always the first row) answers every
 test method greedily with the evaluation's prompt (``nose.data.transcripts.answer_methods``;
 answers appended to ``--work/answers-<label>.jsonl``, so a stopped run resumes), and each answer
-runs, sandboxed, against tests made by running the Java (:mod:`nose.evaluate.java_tests`; built
+runs, sandboxed, against tests made by running the Java (:mod:`nose.tasks.java_python.java_tests`; built
 once into ``--work/cases.json``). The test methods: the held-out split of the shipped corpus and
 every ``--extra-every``-th method of ``--extra`` (hand-written on-task methods that the default
 repair never fits on; every 2nd halves the generation time). Writes a JSON file (per row: CA,
@@ -24,10 +24,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from nose.data.corpus import load_methods, methods_sha256  # noqa: E402
+from nose.tasks.java_python.corpus import load_methods, methods_sha256  # noqa: E402
 from nose.data.transcripts import answer_methods, split_of  # noqa: E402
-from nose.evaluate.java_tests import build_cases, read_cases, score_answers, write_cases  # noqa: E402
-from nose.evaluate.sandbox import require_isolation  # noqa: E402
+from nose.tasks.java_python.java_tests import build_cases, read_cases, score_answers, write_cases  # noqa: E402
+from nose.sandbox import require_isolation  # noqa: E402
 from nose.files import write_json_atomic  # noqa: E402
 from nose.model.loading import load_model  # noqa: E402
 from nose.report.sweep_report import paired_ca_difference  # noqa: E402

@@ -25,15 +25,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from nose.evaluate.benchmark import load_benchmark  # noqa: E402
-from nose.evaluate.run import build_program, verdict  # noqa: E402
-from nose.evaluate.sandbox import Isolation, Limits, probe_isolation, run_python  # noqa: E402
+from nose.tasks.java_python.benchmark import load_benchmark  # noqa: E402
+from nose.tasks.java_python.benchmark import build_program, verdict  # noqa: E402
+from nose.sandbox import Isolation, Limits, probe_isolation, run_python  # noqa: E402
 from nose.testing import write_tiny_benchmark  # noqa: E402
 
 
 def baseline_module(rev: str):
-    """``nose/evaluate/sandbox.py`` as it was at ``rev``, imported under another name."""
-    source = subprocess.run(["git", "show", f"{rev}:nose/evaluate/sandbox.py"], cwd=ROOT, check=True,
+    """``nose/sandbox/__init__.py`` as it was at ``rev``, imported under another name."""
+    source = subprocess.run(["git", "show", f"{rev}:nose/sandbox/__init__.py"], cwd=ROOT, check=True,
                             capture_output=True, text=True).stdout
     path = Path(tempfile.mkdtemp()) / "baseline_sandbox.py"
     path.write_text(source)

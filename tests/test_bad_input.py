@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from nose.cli.app import app
 from nose.cli.common import parse_layers
 from nose.errors import NoseError
-from nose.evaluate.benchmark import load_benchmark, select
+from nose.tasks.java_python.benchmark import load_benchmark, select
 from nose.evaluate.run import read_done
 from nose.evaluate.sweep import read_sweep
 from nose.report.compare import load_run
@@ -232,7 +232,7 @@ def test_a_killed_export_leaves_temporaries_the_next_run_removes(saved_tiny, tmp
 
 def test_jsonl_inputs_are_checked_line_by_line(tmp_path, tok):
     from nose.data.chat import chat_rows
-    from nose.data.corpus import load_methods
+    from nose.tasks.java_python.corpus import load_methods
     from nose.data.calibration import build_calibration
 
     readers = {

@@ -1,9 +1,9 @@
 import pytest
 
 from nose.errors import NoseError
-from nose.evaluate.benchmark import format_java, load_benchmark, select
-from nose.evaluate.run import build_program, verdict
-from nose.evaluate.sandbox import Limits, run_many
+from nose.tasks.java_python.benchmark import format_java, load_benchmark, select
+from nose.tasks.java_python.benchmark import build_program, verdict
+from nose.sandbox import Limits, run_many
 
 
 

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 import nose.data.transcripts as transcripts
-from nose.data.corpus import SHIPPED, JavaMethod, load_methods
-from nose.data.harvest import harvest, methods_in
-from nose.data.overlap import BLEU_THRESHOLD, bleu4, find_overlaps, java_tokens, max_bleu
+from nose.tasks.java_python.corpus import SHIPPED, JavaMethod, load_methods
+from nose.tasks.java_python.harvest import harvest, methods_in
+from nose.tasks.java_python.overlap import BLEU_THRESHOLD, bleu4, find_overlaps, java_tokens, max_bleu
 from nose.errors import NoseError
-from nose.evaluate.benchmark import load_benchmark
+from nose.tasks.java_python.benchmark import load_benchmark
 from nose.data.calibration import build_calibration
 from nose.testing import tiny_loaded
 
@@ -185,7 +185,7 @@ def test_transcript_sources_and_splits():
     assert transcripts.parse_source("translate:runs/m.jsonl") == ("runs/m.jsonl", "train")
     assert transcripts.parse_source("translate:runs/m.jsonl:heldout") == ("runs/m.jsonl", "heldout")
     assert not transcripts.is_transcript_source("translated.jsonl") and transcripts.is_transcript_source("translate")
-    assert transcripts.snake_case("sumOfOddCubes") == "sum_of_odd_cubes"
+    assert transcripts.snake_case("sumOfOddCubes") == "sum_of_odd_cubes"  # the task's naming, as transcripts use it
     splits = Counter(transcripts.split_of(m.name) for m in load_methods())
     assert 0.12 < splits["heldout"] / sum(splits.values()) < 0.28  # about HELDOUT_PERCENT %
     assert transcripts.answer_parses("```python\ndef f(x):\n    return x\n```")
@@ -214,7 +214,7 @@ def test_transcripts_are_cached_resumed_and_counted(tok, tmp_path, monkeypatch):
     rec = again.records[0]
     assert [m["role"] for m in rec["messages"]] == ["system", "user", "assistant"]
     assert methods[0].java in rec["messages"][1]["content"]
-    from nose.data.corpus import write_methods
+    from nose.tasks.java_python.corpus import write_methods
 
     write_methods(methods, tmp_path / "five.jsonl")
     with pytest.raises(NoseError, match="holds no usable transcript"):

@@ -6,7 +6,7 @@ from typer.testing import CliRunner
 import nose.evaluate.run as run_module
 from nose.cli.app import app
 from nose.errors import NoseError
-from nose.evaluate.benchmark import load_benchmark, select
+from nose.tasks.java_python.benchmark import load_benchmark, select
 from nose.model.generation import GenerationConfig, PromptConfig
 from nose.evaluate.run import EvalConfig, evaluate
 from nose.model.loading import load_model
@@ -222,3 +222,23 @@ def test_stop_at_code_decodes_linearly_not_quadratically(tiny_lm):
         del tok.decode
     assert real(ids[:closed_at]).endswith("```")  # it stops right at the closing fence
     assert sum(decoded) < 4 * len(ids)  # a full decode per step would be about len(ids)² / 2 tokens
+
+
+def test_the_run_reads_a_task_only_through_its_interface():
+    """A toy task (its own extraction, tested function, program and verdict) goes through the same
+    testing as G-TransEval: a second benchmark needs no change to the run."""
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from nose.evaluate.run import test_outputs
+    from nose.sandbox import Limits
+    from nose.tasks import JAVA_PYTHON
+
+    toy = replace(JAVA_PYTHON, name="toy", extract=lambda raw: raw.strip("`"), entry_point=lambda code, s: "f",
+                  program=lambda code, entry, s: code + f"\nprint({entry}({s.arg}))",
+                  verdict=lambda o: "no_function" if o is None else ("passed" if o.stdout.strip() == "42" else "wrong"),
+                  reference=lambda s: "def f(x):\n    return 2 * x")
+    samples = [SimpleNamespace(id="t1", type=1, level="toy", arg=21), SimpleNamespace(id="t2", type=1, level="toy", arg=1)]
+    records = test_outputs(samples, [["```def f(x):\n    return 2 * x```"]] * 2, Limits(wall_s=5), 2, task=toy)
+    assert [r["verdicts"] for r in records] == [["passed"], ["wrong"]]
+    assert records[0]["codes"] == ["def f(x):\n    return 2 * x"] and records[0]["bleu"] == pytest.approx(100.0)

@@ -1,6 +1,6 @@
 import pytest
 
-from nose.data.extraction import entry_function, extract_code
+from nose.tasks.java_python.extraction import entry_function, extract_code
 
 CASES = [
     ("Here is the translation:\n```python\ndef gcd(a, b):\n    return a if b == 0 else gcd(b, a % b)\n\n"

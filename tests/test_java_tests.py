@@ -1,12 +1,12 @@
-"""Tests made by running the Java (nose.evaluate.java_tests): signatures, drawn inputs, the Java's
+"""Tests made by running the Java (nose.tasks.java_python.java_tests): signatures, drawn inputs, the Java's
 outcomes, and pass or fail of real translations in the real sandbox."""
 
 import shutil
 
 import pytest
 
-from nose.data.corpus import JavaMethod
-from nose.evaluate.java_tests import (JType, Unsupported, build_cases, draw_inputs, equal, python_literal,
+from nose.tasks.java_python.corpus import JavaMethod
+from nose.tasks.java_python.java_tests import (JType, Unsupported, build_cases, draw_inputs, equal, python_literal,
                                       read_cases, score_answers, signature, write_cases)
 
 needs_jdk = pytest.mark.skipif(shutil.which("javac") is None, reason="needs javac (a JDK) to run the Java")

@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 import nose.evaluate.run as run_module
 from nose.cli.app import app
 from nose.errors import NoseError
-from nose.evaluate.benchmark import load_benchmark, select
+from nose.tasks.java_python.benchmark import load_benchmark, select
 from nose.model.generation import GenerationConfig, PromptConfig
 from nose.evaluate.run import EvalConfig
 from nose.evaluate.sweep import Order, sweep

@@ -29,8 +29,8 @@ def harvest(
     json_out: JsonOpt = False,
 ) -> None:
     """Pull standalone static methods out of Java sources (for transcripts: --calibration translate:FILE)."""
-    from nose.data.corpus import write_methods
-    from nose.data.harvest import harvest as run_harvest
+    from nose.tasks.java_python.corpus import write_methods
+    from nose.tasks.java_python.harvest import harvest as run_harvest
     from nose.files import check_output_dir
 
     err, log = stderr_console()
@@ -41,8 +41,8 @@ def harvest(
                                      progress=lambda s: progress.update(task, completed=s.files))
     excluded = 0
     if exclude_benchmark is not None:
-        from nose.data.overlap import find_overlaps
-        from nose.evaluate.benchmark import load_benchmark
+        from nose.tasks.java_python.overlap import find_overlaps
+        from nose.tasks.java_python.benchmark import load_benchmark
 
         bad = {o.method for o in find_overlaps(methods, load_benchmark(exclude_benchmark))}
         excluded = len(bad)
@@ -71,7 +71,7 @@ def transcripts(
     json_out: JsonOpt = False,
 ) -> None:
     """Translate the Java methods with the intact model (cached, resumable) and write the chat JSONL splits."""
-    from nose.data.corpus import load_methods, methods_sha256
+    from nose.tasks.java_python.corpus import load_methods, methods_sha256
     from nose.data.transcripts import TranscriptSettings, generate_transcripts
     from nose.model.loading import load_model
 

@@ -30,14 +30,14 @@ UnsafeOpt = Annotated[bool, typer.Option(
 
 
 def benchmark_subset(benchmark: Path | None, ids: str | None, limit: int | None, stratified: bool):
-    """(root, samples) from the benchmark options."""
-    from nose.evaluate.benchmark import find_root, load_benchmark, select
+    """(root, samples) from the benchmark options, read through the task."""
+    from nose.tasks import JAVA_PYTHON as task
 
     path = benchmark or (Path(os.environ["NOSE_BENCHMARK"]) if os.environ.get("NOSE_BENCHMARK") else None)
     if path is None:
         raise NoseError("pass --benchmark PATH (a clone of PolyEval/G-TransEval) or set NOSE_BENCHMARK")
-    root = find_root(path)
-    return root, select(load_benchmark(root), [i.strip() for i in ids.split(",")] if ids else None, limit, stratified)
+    root = task.root(path)
+    return root, task.select(task.load(root), [i.strip() for i in ids.split(",")] if ids else None, limit, stratified)
 
 
 def prompt_and_generation(prompt_file: Path | None, system: str | None, max_new_tokens: int, n: int,

@@ -54,7 +54,7 @@ def evaluate(
     """Translate G-TransEval Java to Python, test it in a sandbox, and measure cost."""
     from nose.evaluate.run import SAMPLES, EvalConfig
     from nose.evaluate.run import evaluate as run_evaluation
-    from nose.evaluate.sandbox import require_isolation
+    from nose.sandbox import require_isolation
     from nose.files import check_output_dir
     from nose.model.loading import load_model, resolve_model
 

@@ -59,7 +59,7 @@ def sweep(
     Greedy decoding; finished evaluations in --out are reused, so an interrupted sweep resumes.
     """
     from nose.evaluate.run import EvalConfig
-    from nose.evaluate.sandbox import require_isolation
+    from nose.sandbox import require_isolation
     from nose.evaluate.sweep import FILENAME, Order, check_sweep
     from nose.evaluate.sweep import sweep as run_sweep
     from nose.files import check_output_dir

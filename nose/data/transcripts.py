@@ -30,12 +30,12 @@ import ast
 import hashlib
 import json
 import os
-import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from nose.data.corpus import JavaMethod, load_methods, methods_sha256
+from nose.tasks.java_python.corpus import JavaMethod, load_methods, methods_sha256
+from nose.tasks.java_python.extraction import snake_case
 from nose.errors import NoseError
 from nose.files import atomic_file, write_json_atomic
 
@@ -55,12 +55,8 @@ def split_of(name: str) -> str:
     return "heldout" if bucket < HELDOUT_PERCENT else "train"
 
 
-def snake_case(name: str) -> str:
-    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
-
-
 def answer_parses(answer: str) -> bool:
-    from nose.data.extraction import extract_code
+    from nose.tasks.java_python.extraction import extract_code
 
     try:
         ast.parse(extract_code(answer))

@@ -17,7 +17,7 @@ prompts again (greedy, with the transcripts' settings) and the score is the shar
 that are the same program as the intact model's (equal ASTs). It was meant to be closer to
 pass/fail than a mean KL, which weighs every answer token alike; measured on six k = 8 exports
 it ranked them no better than the KL, at 3.5 times the cost (reports/repair.md, fifth round).
-A score of correctness rather than closeness is :mod:`nose.evaluate.java_tests`.
+A score of correctness rather than closeness is :mod:`nose.tasks.java_python.java_tests`.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def fidelity(lm: LoadedModel, calib: CalibrationSet, variants: dict[str, Callabl
 
 def program_of(answer: str) -> str:
     """The code of an answer, normalized (``ast.unparse``) so that layout and comments do not count."""
-    from nose.data.extraction import extract_code
+    from nose.tasks.java_python.extraction import extract_code
 
     code = extract_code(answer)
     try:

@@ -25,15 +25,14 @@ from pathlib import Path
 
 from nose.errors import NoseError
 from nose.evaluate import efficiency, metrics
-from nose.evaluate.benchmark import PASS_MARKER, PREFIX, Sample
-from nose.data.extraction import entry_function, extract_code
 from nose.model.generation import GenerationConfig, PromptConfig, generate_transformers, generate_vllm
-from nose.evaluate.sandbox import Isolation, Limits, Outcome, require_isolation, run_many
+from nose.sandbox import Isolation, Limits, require_isolation, run_many
 from nose.files import NUMBER, atomic_file, check_shape, write_json_atomic
 from nose.model.loading import LoadedModel
 from nose.model.replacements import describe_all
 from nose.model.switches import attention_switched
 from nose.provenance import tool, versions
+from nose.tasks import JAVA_PYTHON, Task
 
 SAMPLES = "samples.jsonl"
 RESULTS = "results.json"
@@ -72,46 +71,30 @@ class EvalConfig:
         return self.replacements if self.replacements is not None else self.drop_attention
 
 
-def build_program(code: str, entry: str, sample: Sample) -> str:
-    return PREFIX + code + "\n\ntestfunc = " + entry + "\n" + sample.harness()
-
-
-def verdict(outcome: Outcome | None) -> str:
-    if outcome is None:
-        return "no_function"
-    if outcome.timed_out:
-        return "timeout"
-    if PASS_MARKER in outcome.stdout:
-        return "passed"
-    if "Compilation Passed!" in outcome.stdout:
-        return "wrong"
-    return "error"
-
-
-def test_outputs(samples: list[Sample], outputs: list[list[str]], limits: Limits, workers: int,
-                 isolation: Isolation | None = None) -> list[dict]:
+def test_outputs(samples: list, outputs: list[list[str]], limits: Limits, workers: int,
+                 isolation: Isolation | None = None, task: Task = JAVA_PYTHON) -> list[dict]:
     """Extract, run and judge every completion; one partial record per sample."""
     jobs, where = [], []
     per_sample = []
     for k, (sample, outs) in enumerate(zip(samples, outputs)):
         codes, entries = [], []
         for j, raw in enumerate(outs):
-            code = extract_code(raw)
-            entry = entry_function(code, sample.python_entry_point, sample.java_entry_point)
+            code = task.extract(raw)
+            entry = task.entry_point(code, sample)
             codes.append(code)
             entries.append(entry)
             if entry is not None:
-                jobs.append(build_program(code, entry, sample))
+                jobs.append(task.program(code, entry, sample))
                 where.append((k, j))
         per_sample.append({"codes": codes, "entries": entries, "outcomes": [None] * len(outs)})
     for (k, j), outcome in zip(where, run_many(jobs, limits, workers, isolation=isolation)):
         per_sample[k]["outcomes"][j] = outcome
     records = []
     for sample, outs, got in zip(samples, outputs, per_sample):
-        verdicts = [verdict(o) for o in got["outcomes"]]
+        verdicts = [task.verdict(o) for o in got["outcomes"]]
         first = got["codes"][0]
         try:
-            cb = metrics.codebleu([first], [sample.python_reference])["codebleu"]
+            cb = metrics.codebleu([first], [task.reference(sample)])["codebleu"]
         except Exception:  # codebleu fails on some degenerate inputs; the sample still counts
             cb = None
         records.append({
@@ -120,7 +103,7 @@ def test_outputs(samples: list[Sample], outputs: list[list[str]], limits: Limits
             "errors": [(o.stderr.strip().splitlines() or [""])[-1][:300] if o else "no def found"
                        for o in got["outcomes"]],
             "test_seconds": [round(o.seconds, 3) if o else 0.0 for o in got["outcomes"]],
-            "bleu": metrics.sentence_bleu(first, sample.python_reference), "codebleu": cb})
+            "bleu": metrics.sentence_bleu(first, task.reference(sample)), "codebleu": cb})
     return records
 
 
@@ -131,7 +114,7 @@ def settings_hash(settings: dict) -> str:
 WHERE_KEYS = ("id", "path", "device")  # where the weights lie and run: not what decides the samples
 
 
-def run_digests(lm: LoadedModel, samples: list[Sample], prompt: PromptConfig, gen: GenerationConfig,
+def run_digests(lm: LoadedModel, samples: list, prompt: PromptConfig, gen: GenerationConfig,
                 config: EvalConfig) -> tuple[str, str]:
     """Hashes of everything that decides a run's samples: model weights (by their hash), prompt,
     generation settings, switched-off layers and mode, test timeout and the sample ids.
@@ -193,7 +176,7 @@ def read_done(path: Path, digests: tuple[str, ...]) -> dict[str, dict]:
     return done
 
 
-def aggregate(records: list[dict], samples: list[Sample], n: int) -> dict:
+def aggregate(records: list[dict], samples: list, n: int) -> dict:
     by_id = {r["id"]: r for r in records}
     ordered = [by_id[s.id] for s in samples]
     passed = [sum(r["passed"]) for r in ordered]
@@ -218,8 +201,10 @@ def aggregate(records: list[dict], samples: list[Sample], n: int) -> dict:
     return out
 
 
-def evaluate(lm: LoadedModel, samples: list[Sample], prompt: PromptConfig, gen: GenerationConfig,
-             config: EvalConfig, out_dir: Path, benchmark_root: str, progress=None, log=None) -> dict:
+def evaluate(lm: LoadedModel, samples: list, prompt: PromptConfig, gen: GenerationConfig,
+             config: EvalConfig, out_dir: Path, benchmark_root: str, progress=None, log=None,
+             task: Task = JAVA_PYTHON) -> dict:
+    """Generate, test and score ``samples`` of ``task`` into ``out_dir`` (resumable); the results."""
     gen.validate()
     config.validate(lm.num_layers)
     check_backend(lm, gen, config)
@@ -232,10 +217,10 @@ def evaluate(lm: LoadedModel, samples: list[Sample], prompt: PromptConfig, gen: 
     todo = [s for s in samples if s.id not in done]
     resumed = len(samples) - len(todo)
     t0 = time.perf_counter()
-    rendered = {s.id: prompt.render(lm.tokenizer, s.java_source, s.name, s.python_entry_point) for s in todo}
+    rendered = {s.id: prompt.render(lm.tokenizer, **task.fields(s)) for s in todo}
     todo.sort(key=lambda s: len(rendered[s.id]))  # similar lengths batch with little padding
     limits = Limits(wall_s=config.timeout_s, cpu_s=int(config.timeout_s) + 1)
-    task = progress.add_task("evaluate", total=len(samples), completed=len(done)) if progress else None
+    bar = progress.add_task("evaluate", total=len(samples), completed=len(done)) if progress else None
     with attention_switched(lm.model, config.switched(), config.mode, adapter=lm.adapter):
         if gen.backend == "vllm" and todo:
             outputs = generate_vllm(lm.source.get("path", lm.spec), [rendered[s.id] for s in todo], gen)
@@ -248,19 +233,20 @@ def evaluate(lm: LoadedModel, samples: list[Sample], prompt: PromptConfig, gen: 
                 if outputs is None:
                     outputs = generate_transformers(lm.model, lm.tokenizer, [rendered[s.id] for s in batch], gen)
                 gen_s = (time.perf_counter() - t_batch) / len(batch)
-                for s, rec in zip(batch, test_outputs(batch, outputs, limits, config.workers, isolation)):
+                for s, rec in zip(batch, test_outputs(batch, outputs, limits, config.workers, isolation, task)):
                     rec.update(prompt=rendered[s.id], generation_seconds=round(gen_s, 3), settings_hash=digest)
                     done[s.id] = rec
                     log.write(json.dumps(rec) + "\n")
                 log.flush()
                 os.fsync(log.fileno())
                 if progress:
-                    progress.advance(task, len(batch))
+                    progress.advance(bar, len(batch))
         eff = efficiency.measure(lm.model, lm.adapter, config.flops_seq_len, config.prompt_len,
                                  config.speed_new_tokens, config.speed_batches) if config.efficiency else None
     results = {"format": "nose.evaluate/1", "model": lm.provenance(),
                "removed_attention": sorted(config.drop_attention), "mode": config.mode,
                "replacements": describe_all(config.replacements) if config.replacements is not None else None,
+               "task": task.name,
                "benchmark": {"path": benchmark_root, "samples": len(samples), "ids": [s.id for s in samples]},
                "prompt": asdict(prompt), "generation": asdict(gen), "timeout_s": config.timeout_s,
                "sandbox": isolation.describe(), "metrics": aggregate(list(done.values()), samples, gen.n), "efficiency": eff,

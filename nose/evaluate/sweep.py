@@ -27,7 +27,7 @@ from pathlib import Path
 
 from nose.errors import NoseError
 from nose.evaluate import efficiency
-from nose.evaluate.benchmark import Sample
+from nose.tasks.java_python.benchmark import Sample
 from nose.model.generation import GenerationConfig, PromptConfig
 from nose.evaluate.run import RESULTS, RESULTS_SHAPE, SAMPLES, EvalConfig, evaluate, run_digests
 from nose.files import read_json_file, write_json_atomic

@@ -85,3 +85,8 @@ def entry_function(code: str, python_entry: str, java_entry: str) -> str | None:
         if _norm(name) in wanted:
             return name
     return names[0] if names else None
+
+
+def snake_case(name: str) -> str:
+    """A Java method name as the Python entry point the prompt asks for (``sumTo`` -> ``sum_to``)."""
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()

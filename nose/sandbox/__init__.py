@@ -12,7 +12,7 @@ Layers, outermost first:
    to that uid before any candidate code runs), so the per-user process limit counts this
    sample's processes alone and nothing the program reaches is root's.
 2. **Resource limits**: per process, CPU seconds, address space, file size and open files;
-   per sample, where a cgroup can be had (:mod:`nose.evaluate.cgroup`), the sum of its
+   per sample, where a cgroup can be had (:mod:`nose.sandbox.cgroup`), the sum of its
    processes' memory (its tmpfs included) and their number, so one hostile sample cannot fail
    or slow an honest one beside it; a wall-clock timeout after which the whole sandbox is
    killed (the PID namespace and the cgroup's processes with it).
@@ -55,7 +55,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nose.errors import NoseError
-from nose.evaluate import cgroup
+from nose.sandbox import cgroup
 from nose.files import process_alive
 
 FOLDER = "/tmp"  # the program's folder inside bwrap: a fresh tmpfs, its only writable place

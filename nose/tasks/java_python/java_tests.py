@@ -19,7 +19,7 @@ with fewer than :data:`MIN_INPUTS` kept inputs, a ``void`` one or one with types
 A translation passes when, on every kept input, it returns an equal value (Python ``==``;
 floats to 1e-6 relative; lists and arrays in order, sets in any order, maps by key) or raises
 where the Java threw on purpose (:func:`score_answers`, in the sandbox of
-:mod:`nose.evaluate.sandbox`).
+:mod:`nose.sandbox`).
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from nose.data.corpus import JavaMethod
-from nose.data.transcripts import snake_case
+from nose.tasks.java_python.corpus import JavaMethod
+from nose.tasks.java_python.extraction import snake_case
 from nose.errors import NoseError
 
 MIN_INPUTS = 3
@@ -392,7 +392,7 @@ for _args in {inputs}:
 
 def harness_program(case: Case, answer: str) -> str | None:
     """The sandbox program that runs a translation on the case's inputs; None without a function."""
-    from nose.data.extraction import entry_function, extract_code, keep_definitions
+    from nose.tasks.java_python.extraction import entry_function, extract_code, keep_definitions
 
     code = keep_definitions(extract_code(answer))
     entry = entry_function(code, snake_case(case.name), case.name)
@@ -442,7 +442,7 @@ def passes(case: Case, stdout: str | None) -> bool:
 def score_answers(cases: list[Case], answers: dict[str, str], workers: int = 2, isolation=None,
                   progress=None, label: str = "tests") -> dict[str, bool]:
     """Per case name: whether the answer (by the Java's sha256) passes. A case without an answer fails."""
-    from nose.evaluate.sandbox import Limits, run_many
+    from nose.sandbox import Limits, run_many
 
     programs = [harness_program(c, answers[c.java_sha256]) if c.java_sha256 in answers else None for c in cases]
     runnable = [k for k, p in enumerate(programs) if p is not None]

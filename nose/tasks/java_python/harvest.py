@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nose.data.corpus import JavaMethod
+from nose.tasks.java_python.corpus import JavaMethod
 from nose.errors import NoseError
 
 JDK_TYPES = frozenset("""

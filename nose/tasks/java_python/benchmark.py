@@ -306,3 +306,21 @@ def select(samples: list[Sample], ids: list[str] | None = None, limit: int | Non
         n = alloc[t]
         chosen += [group[int(j * len(group) / n)] for j in range(n)]
     return chosen
+
+
+def build_program(code: str, entry: str, sample: Sample) -> str:
+    """The sandbox program that tests ``entry`` of ``code`` as the benchmark's TestRunner does."""
+    return PREFIX + code + "\n\ntestfunc = " + entry + "\n" + sample.harness()
+
+
+def verdict(outcome) -> str:
+    """passed / wrong / error / timeout from the harness's output; no_function without a program."""
+    if outcome is None:
+        return "no_function"
+    if outcome.timed_out:
+        return "timeout"
+    if PASS_MARKER in outcome.stdout:
+        return "passed"
+    if "Compilation Passed!" in outcome.stdout:
+        return "wrong"
+    return "error"

@@ -14,7 +14,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
-from nose.data.corpus import JavaMethod
+from nose.tasks.java_python.corpus import JavaMethod
 
 BLEU_THRESHOLD = 0.5
 
@@ -62,7 +62,7 @@ class Overlap:
 
 def find_overlaps(methods: list[JavaMethod], samples, threshold: float = BLEU_THRESHOLD) -> list[Overlap]:
     """Every (method, benchmark sample) pair that shares a normalized name or exceeds the BLEU-4
-    threshold. ``samples``: :class:`nose.evaluate.benchmark.Sample` objects."""
+    threshold. ``samples``: :class:`nose.tasks.java_python.benchmark.Sample` objects."""
     names: dict[str, str] = {}
     refs = []
     for s in samples:

@@ -1,0 +1,23 @@
+"""The interface every task declares (see :mod:`nose.tasks`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    summary: str
+    root: Callable  # (path) -> the benchmark's root folder, or a one-line error when it is not one
+    load: Callable  # (root) -> [sample]: the benchmark's samples
+    select: Callable  # (samples, ids, limit, stratified) -> [sample]: a subset
+    fields: Callable  # (sample) -> {placeholder: value} for the prompt template
+    extract: Callable  # (answer text) -> the code in it
+    entry_point: Callable  # (code, sample) -> the function to test, or None (no_function)
+    program: Callable  # (code, entry point, sample) -> the sandbox program that tests it
+    verdict: Callable  # (sandbox Outcome or None) -> passed | wrong | error | timeout | no_function
+    reference: Callable  # (sample) -> the reference answer's code (BLEU, CodeBLEU)
+    corpus: Callable  # (path or None) -> on-task inputs the project ships (or the user's file)
+    overlap: Callable  # (corpus, samples) -> the corpus items too close to benchmark samples
