@@ -199,12 +199,15 @@ def test_cli_criterion(saved_tiny, tmp_path):
     assert again.exit_code == 2 and "--criterion was 'cosine'" in again.stderr
 
 
-@pytest.mark.parametrize("criterion,family", [("kl", "llama"), ("nose", "qwen2"), ("loss", "llama")])
-def test_linear_mode_equals_the_naive_oracle(criterion, family, tok, calib):
-    """--mode linear: each candidate scored with its own W, fitted in the search's state."""
+@pytest.mark.parametrize("criterion,family,kind", [("kl", "llama", "linear"), ("nose", "qwen2", "linear"),
+                                                   ("loss", "llama", "linear"), ("kl", "qwen2", "folded"),
+                                                   ("nose", "llama", "folded")])
+def test_fitted_replacements_equal_the_naive_oracle(criterion, family, kind, tok, calib):
+    """--replace linear / folded: each candidate scored with its own map, fitted in the search's
+    state (folded: fed the previous layer's MLP output the prefix runner recorded)."""
     lm = tiny_loaded(family, tok)
-    fast = run_search(lm, calib, SearchConfig(steps=3, criterion=criterion, mode="linear", bootstrap=0))
-    assert_equals_oracle(fast, naive_search(lm, calib, 3, mode="linear", criterion=criterion))
+    fast = run_search(lm, calib, SearchConfig(steps=3, criterion=criterion, mode=kind, bootstrap=0))
+    assert_equals_oracle(fast, naive_search(lm, calib, 3, mode=kind, criterion=criterion))
     skip = run_search(lm, calib, SearchConfig(steps=1, criterion=criterion, bootstrap=0))
     linear_scores = {c["layer"]: c["score"] for c in fast["steps"][0]["candidates"]}
     assert any(abs(c["score"] - linear_scores[c["layer"]]) > 1e-4 for c in skip["steps"][0]["candidates"])

@@ -8,7 +8,7 @@ from transformers import AutoModelForCausalLM
 
 from nose.errors import NoseError
 from nose.model.loading import from_module, load_model
-from nose.model.replacements import Double, Linear, Skip, Thesis
+from nose.model.replacements import Double, Folded, Linear, Skip, Thesis
 from nose.model.switches import attention_switched
 from nose.shrink.export import export_checkpoint, ffn_mult_for, find_multiple, removed_bytes
 from nose.testing import tiny_model
@@ -218,3 +218,41 @@ def test_exported_layer0_removal_decodes_incrementally(tok, tmp_path):
         full = model(torch.cat([ids, nxt], 1)).logits[0, -1]
     assert cache.get_seq_length() == 8
     torch.testing.assert_close(step, full, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
+def test_folded_replacements_export_as_ordinary_no_op_checkpoints(family, tok, tmp_path):
+    """folded: the exported checkpoint has only no_op blocks and ordinary tensors (T joined the
+    previous layer's down-projection) and computes what the switched model computes, also
+    beside double (whose folding scales the same down-projections) and linear layers."""
+    lm = make(family, tok)
+    g = torch.Generator().manual_seed(3)
+    folded = {k: Folded(0.05 * torch.randn(64, 64, generator=g)) for k in (2, 4)}
+    replacements = {1: Double(), **folded, 5: random_linear(64, 1)}
+    ids = torch.randint(0, len(tok), (2, 9))
+    with torch.no_grad(), attention_switched(lm.model, replacements):
+        want = lm.model(ids).logits
+        cached_in_memory = lm.model.generate(ids, max_new_tokens=6, do_sample=False, use_cache=True, pad_token_id=0)
+    folder = export_checkpoint(lm, replacements, tmp_path / "out")
+    back = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True, dtype=torch.float32).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(back(ids).logits, want, rtol=1e-4, atol=1e-4)
+        cached = back.generate(ids, max_new_tokens=6, do_sample=False, use_cache=True, pad_token_id=0)
+    assert torch.equal(cached, cached_in_memory)  # the hook-fed map decodes with a KV cache as the fold does
+    blocks = [b["attention"] for b in json.loads((folder / "config.json").read_text())["block_configs"]]
+    for i in (2, 4):
+        assert blocks[i] == {"n_heads_in_group": None, "no_op": True, "replace_with_linear": False}
+    saved = tensors(folder)
+    assert not any(k.startswith(("model.layers.2.self_attn", "model.layers.4.self_attn")) for k in saved)
+    original = lm.model.state_dict()["model.layers.3.mlp.down_proj.weight"]  # layer 3 is after double at 1
+    torch.testing.assert_close(saved["model.layers.3.mlp.down_proj.weight"],
+                               (torch.eye(64) + folded[4].linear_attn.weight.detach()) @ original / 2)
+    meta = json.loads((folder / "nose.json").read_text())
+    assert meta["replacements"]["2"]["kind"] == "folded"
+
+
+def test_folding_into_layer_0_is_refused(tok):
+    lm = make("llama", tok)
+    with pytest.raises(NoseError, match="layer 0 has no previous MLP"):
+        with attention_switched(lm.model, {0: Folded(torch.zeros(64, 64))}):
+            pass

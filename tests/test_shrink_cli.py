@@ -172,3 +172,34 @@ def test_linear_replacement_is_fitted_healed_and_exported(model, tmp_path):
         assert torch.equal(back(ids).logits, exported.model(ids).logits)
     assert exported.absent_attention() == [2, 4]
 
+
+
+def test_replace_folded_exports_no_op_blocks_that_compute_the_fitted_model(model, tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from nose.model.loading import load_model
+    from nose.model.switches import attention_switched
+    from nose.replace.ridge import FitConfig
+    from nose.shrink.pipeline import fitter
+
+    out = tmp_path / "f"
+    res = shrink("--model", model, "--layers", "2,3", "--replace", "folded", "--steps", 0, "--data", "stdlib",
+                 "--fit-samples", 8, "--fit-seq-len", 32, "--out", out)
+    assert res.exit_code == 0, res.output
+    blocks = [b["attention"] for b in json.loads((out / "config.json").read_text())["block_configs"]]
+    assert [b["no_op"] for b in blocks[:4]] == [False, False, True, True] and not any(
+        b.get("replace_with_linear") for b in blocks)
+    meta = json.loads((out / "nose.json").read_text())
+    assert meta["replace"] == "folded" and set(meta["fit_report"]["layers"]) == {"2", "3"}
+    lm = load_model(str(model))
+    fitted = fitter(lm, "folded", "stdlib", FitConfig(samples=8, seq_len=32))([2, 3])
+    ids = torch.randint(0, 90, (2, 7))
+    with torch.no_grad(), attention_switched(lm.model, fitted):
+        want = lm.model(ids).logits
+    back = AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True, dtype=torch.float32).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(back(ids).logits, want, rtol=1e-4, atol=1e-4)
+    healed = shrink("--model", model, "--layers", "2", "--replace", "folded", "--steps", 2, *SMALL, "--data", "stdlib",
+                    "--fit-samples", 8, "--fit-seq-len", 32, "--out", tmp_path / "h")
+    assert healed.exit_code == 0, healed.output

@@ -9,13 +9,15 @@ A decoder layer computes ``h = x + Attn(LN1(x))``. A removed attention becomes
 | :class:`Double` | x | as skip, after folding (``nose.shrink.export``) |
 | :class:`Thesis` | 2·LN1(x) | linear with W = 2I (what the thesis code ran; reproduction only) |
 | :class:`Linear` | W·LN1(x) | ``replace_with_linear``; input norm kept; ``self_attn.linear_attn.weight`` = W |
+| :class:`Folded` | T·m, m the previous layer's MLP output | ``no_op``; T folded: previous ``down_proj`` ← (I + T)·``down_proj`` |
 
 Every part reads these objects: the switches (:mod:`nose.model.switches`) call them, healing
 trains a Linear's W, efficiency counts their parameters (a linear map's multiply-accumulates per
 token equal its parameter count), export writes their block, and the evaluation digest hashes
 :meth:`Replacement.describe`. None stores K/V.
 
-``R`` receives ``LN1(x)`` (what the attention would have received) and the layer input ``x``.
+``R`` receives ``LN1(x)`` (what the attention would have received), the layer input ``x`` (when
+it ``uses_input``) and the previous layer's MLP output (when it ``uses_previous_mlp``).
 """
 
 from __future__ import annotations
@@ -31,9 +33,12 @@ from nose.errors import NoseError
 class Replacement(nn.Module):
     kind = ""
     uses_input = False  # needs the layer input x (not only LN1(x))
+    uses_previous_mlp = False  # needs the previous layer's MLP output (the last write before this layer)
     exported_as_linear = False  # exported as a DeciLM linear block (else as a no-op block)
+    folds_into_previous_mlp = False  # exported by changing the previous layer's MLP down-projection
 
-    def forward(self, normed: torch.Tensor, x: torch.Tensor | None) -> torch.Tensor | None:
+    def forward(self, normed: torch.Tensor, x: torch.Tensor | None,
+                previous_mlp: torch.Tensor | None = None) -> torch.Tensor | None:
         """R(x), the tensor added to the residual at M = 0; None stands for zero."""
         raise NotImplementedError
 
@@ -52,7 +57,7 @@ class Replacement(nn.Module):
 class Skip(Replacement):
     kind = "skip"
 
-    def forward(self, normed, x):
+    def forward(self, normed, x, previous_mlp=None):
         return None
 
 
@@ -60,7 +65,7 @@ class Double(Replacement):
     kind = "double"
     uses_input = True
 
-    def forward(self, normed, x):
+    def forward(self, normed, x, previous_mlp=None):
         if x is None:
             raise RuntimeError("double needs the layer input; the switch's pre-hook did not run")
         return x
@@ -72,7 +77,7 @@ class Thesis(Replacement):
     kind = "thesis"
     exported_as_linear = True
 
-    def forward(self, normed, x):
+    def forward(self, normed, x, previous_mlp=None):
         return 2 * normed
 
     def export_weight(self, hidden: int) -> torch.Tensor:
@@ -96,12 +101,12 @@ class FeatureLinear(Replacement):
             self.linear_attn.weight.copy_(weight)
 
     @staticmethod
-    def features(normed: torch.Tensor) -> torch.Tensor:
+    def features(normed: torch.Tensor, previous_mlp: torch.Tensor | None = None) -> torch.Tensor:
         """What W multiplies (what the fit regresses on)."""
         return normed
 
-    def forward(self, normed, x):
-        return self.linear_attn(self.features(normed))
+    def forward(self, normed, x, previous_mlp=None):
+        return self.linear_attn(self.features(normed, previous_mlp))
 
 
 class Linear(FeatureLinear):
@@ -117,6 +122,38 @@ class Linear(FeatureLinear):
 
     def export_weight(self, hidden: int) -> torch.Tensor:
         return self.linear_attn.weight.detach()
+
+    def describe(self) -> dict:
+        w = self.linear_attn.weight.detach().to("cpu", torch.float32).contiguous()
+        return {"kind": self.kind, "weight_sha256": hashlib.sha256(w.numpy().tobytes()).hexdigest()}
+
+
+class Folded(FeatureLinear):
+    """``T·m`` with m the previous layer's MLP output, T (hidden, hidden). Since the residual
+    stream after the previous layer is ``h + m``, adding ``T·m`` equals running that MLP with
+    its down-projection multiplied by ``(I + T)``: the export folds T there (and into its bias,
+    where a family has one) and writes this layer as a plain ``no_op`` block, so the checkpoint
+    holds only ordinary tensors and serves in any DeciLM engine (ReplaceMe's idea, per sublayer)."""
+
+    kind = "folded"
+    uses_previous_mlp = True
+    folds_into_previous_mlp = True
+
+    def __init__(self, weight: torch.Tensor):
+        if weight.dim() != 2 or weight.shape[0] != weight.shape[1]:
+            raise NoseError(f"a folded replacement needs a square (hidden, hidden) matrix, got {tuple(weight.shape)}")
+        super().__init__(weight)
+
+    @staticmethod
+    def features(normed: torch.Tensor, previous_mlp: torch.Tensor | None = None) -> torch.Tensor:
+        if previous_mlp is None:
+            raise RuntimeError("folded needs the previous layer's MLP output; the switch's hook did not run")
+        return previous_mlp
+
+    def fold_matrix(self) -> torch.Tensor:
+        """``I + T``: what the previous layer's down-projection is multiplied by on export."""
+        t = self.linear_attn.weight.detach()
+        return torch.eye(t.shape[0], dtype=t.dtype, device=t.device) + t
 
     def describe(self) -> dict:
         w = self.linear_attn.weight.detach().to("cpu", torch.float32).contiguous()

@@ -54,6 +54,7 @@ class SwitchedAttention(nn.Module):
         self.blend = blend
         self.layer_idx = layer_idx
         self.layer_input: torch.Tensor | None = None
+        self.previous_mlp: torch.Tensor | None = None
 
     @property
     def is_noop(self) -> bool:
@@ -78,8 +79,8 @@ class SwitchedAttention(nn.Module):
             attn = None
         else:
             attn = self.original(hidden_states, *args, **kwargs)[0]
-        r = self.replacement(hidden_states, self.layer_input)
-        self.layer_input = None
+        r = self.replacement(hidden_states, self.layer_input, self.previous_mlp)
+        self.layer_input = self.previous_mlp = None
         if attn is None:
             out = torch.zeros_like(hidden_states) if r is None else r
         elif not isinstance(m, torch.Tensor) and m == 1.0:
@@ -163,11 +164,17 @@ class AttentionSwitch:
                 if isinstance(original, SwitchedAttention):
                     raise NoseError(f"layer {i} is already switched; restore it before switching again")
                 switched = SwitchedAttention(original, self.replacements[i], self.blend, i)
-                handle = None
+                handles = []
                 if self.replacements[i].uses_input:
-                    handle = on_layer_input(layer, lambda x, kwargs, s=switched: setattr(s, "layer_input", x))
+                    handles.append(on_layer_input(layer, lambda x, kwargs, s=switched: setattr(s, "layer_input", x)))
+                if self.replacements[i].uses_previous_mlp:
+                    if i == 0:
+                        raise NoseError("layer 0 has no previous MLP to fold a replacement into; protect it")
+                    mlp = self._decoder_layers[i - 1].get_submodule(self.adapter.mlp)
+                    handles.append(mlp.register_forward_hook(
+                        lambda module, args, out, s=switched: setattr(s, "previous_mlp", out)))
                 setattr(parent, name, switched)
-                self._installed.append((parent, name, original, handle))
+                self._installed.append((parent, name, original, handles))
         except BaseException:
             self.restore()
             raise
@@ -175,9 +182,9 @@ class AttentionSwitch:
 
     def restore(self) -> None:
         while self._installed:
-            parent, name, original, handle = self._installed.pop()
+            parent, name, original, handles = self._installed.pop()
             setattr(parent, name, original)
-            if handle is not None:
+            for handle in handles:
                 handle.remove()
 
     def set_blend(self, blend: Blend) -> None:

@@ -11,6 +11,7 @@ here and a line in :data:`KINDS`.
 | ``double`` | x | no | ``no_op``, folded into later layers | yes |
 | ``thesis`` | 2·LN1(x) | no | ``replace_with_linear`` with W = 2I (reproduction of the thesis code) | yes |
 | ``linear`` | W·LN1(x), W by ridge least squares | yes | ``replace_with_linear`` | yes (each candidate fitted in the search's state) |
+| ``folded`` | T·m, m the previous layer's MLP output, T by ridge | yes | ``no_op``; T folded into that MLP's down-projection | yes (likewise) |
 
 The shared ridge machinery (float64 moments, ridge strength on held-out rows, sequential fits in
 depth order) is :mod:`nose.replace.ridge`; the ``nn.Module`` objects the switches call are in
@@ -20,10 +21,10 @@ depth order) is :mod:`nose.replace.ridge`; the ``nn.Module`` objects the switche
 from __future__ import annotations
 
 from nose.errors import NoseError
-from nose.replace import double, linear, skip, thesis
+from nose.replace import double, folded, linear, skip, thesis
 from nose.replace.kind import Kind
 
-KINDS: dict[str, Kind] = {k.name: k for k in (skip.KIND, double.KIND, thesis.KIND, linear.KIND)}
+KINDS: dict[str, Kind] = {k.name: k for k in (skip.KIND, double.KIND, thesis.KIND, linear.KIND, folded.KIND)}
 
 
 def get(name: str, option: str = "--replace") -> Kind:

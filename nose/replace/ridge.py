@@ -97,12 +97,14 @@ class _Moments:
         return m.T.contiguous(), alpha, err / max(self.hc, 1e-300)
 
 
-def _layer_inputs(lm: LoadedModel, batch, keep) -> tuple[dict[int, torch.Tensor], list[dict]]:
-    """The inputs of the layers in ``keep`` and every layer's keyword arguments for one batch, from
-    one forward of the model as it is switched now."""
+def _layer_inputs(lm: LoadedModel, batch, keep, mlp_keep=()) -> tuple[dict[int, torch.Tensor], list[dict],
+                                                                        dict[int, torch.Tensor]]:
+    """The inputs of the layers in ``keep``, every layer's keyword arguments and the MLP outputs
+    of the layers in ``mlp_keep`` for one batch, from one forward of the model as it is switched now."""
     layers = lm.adapter.layers_of(lm.model)
     kwargs: list[dict] = [{} for _ in layers]
     inputs: dict[int, torch.Tensor] = {}
+    mlp_out: dict[int, torch.Tensor] = {}
 
     def record(i):
         def receive(x, kw):
@@ -112,12 +114,24 @@ def _layer_inputs(lm: LoadedModel, batch, keep) -> tuple[dict[int, torch.Tensor]
         return receive
 
     handles = [on_layer_input(layer, record(i)) for i, layer in enumerate(layers)]
+    handles += [layers[i].get_submodule(lm.adapter.mlp).register_forward_hook(
+        lambda module, args, out, i=i: mlp_out.__setitem__(i, out)) for i in mlp_keep]
     try:
         lm.adapter.last_hidden(lm.model, batch.input_ids, batch.attention_mask)
     finally:
         for h in handles:
             h.remove()
-    return inputs, kwargs
+    return inputs, kwargs, mlp_out
+
+
+def _reads_previous_mlp(attention) -> bool:
+    """Whether a (switched) attention module's replacement needs the previous layer's MLP output."""
+    return getattr(getattr(attention, "replacement", None), "uses_previous_mlp", False)
+
+
+def _check_foldable(kind, layers: list[int]) -> None:
+    if kind.uses_previous_mlp and 0 in layers:
+        raise NoseError(f"layer 0 has no previous MLP to fold a {kind.kind} replacement into; protect layer 0")
 
 
 def _heldout_rows(start: int, size: int, every: int, device) -> torch.Tensor:
@@ -130,23 +144,26 @@ def fit_linear(lm: LoadedModel, layers: list[int], calib: CalibrationSet, config
                progress=None, kind: type[FeatureLinear] = Linear) -> tuple[dict[int, FeatureLinear], dict]:
     """Fitted linear replacements for ``layers`` and the fit report (see module docstring).
 
-    ``kind``: the replacement class, linear in ``kind.features(LN1(x))``, built as ``kind(W)``;
-    :class:`Linear`'s features are LN1(x) itself. Richer features were probed with it
-    (experiments/mixing-replacement)."""
+    ``kind``: the replacement class, linear in ``kind.features(LN1(x), m)`` (m: the previous
+    layer's MLP output on the repaired stream, for a kind that ``uses_previous_mlp``), built as
+    ``kind(W)``: :class:`Linear`'s features are LN1(x), :class:`Folded`'s are m. Richer features
+    were probed with it (experiments/mixing-replacement)."""
     config.validate()
     layers = check_layer_indices(layers, lm.num_layers, what="--layers")
     if not layers:
         raise NoseError("no layers to fit a linear replacement for")
+    _check_foldable(kind, layers)
     decoder = lm.adapter.layers_of(lm.model)
     hidden = lm.model.config.hidden_size
     batches, streams = [], []
     for start, batch in zip(range(0, calib.samples, config.batch_size), calib.batches(config.batch_size, "token")):
-        inputs, kwargs = _layer_inputs(lm, batch, keep={0})
+        inputs, kwargs, _ = _layer_inputs(lm, batch, keep={0})
         x = inputs[0]
         heldout = _heldout_rows(start, batch.size, config.heldout_every, x.device)
         batches.append((kwargs, batch.count_mask.bool().to(x.device), heldout))
         streams.append(x)
     intact = list(streams) if config.target == "stream" else None
+    mlp_out: list[torch.Tensor | None] = [None] * len(streams)  # the previous layer's MLP output, per batch
     fitted: dict[int, Linear] = {}
     report = {"config": asdict(config), "rows": calib.samples, "tokens": calib.counted_tokens, "layers": {}}
     task = progress.add_task("linear fit", total=max(layers) + 1) if progress else None
@@ -161,7 +178,7 @@ def fit_linear(lm: LoadedModel, layers: list[int], calib: CalibrationSet, config
                     target = attention(normed, **kwargs[j])[0]
                 else:
                     target = intact[k] + attention(norm(intact[k]), **kwargs[j])[0] - streams[k]
-                features = kind.features(normed)
+                features = kind.features(normed, mlp_out[k])
                 moments = moments or _Moments(features.shape[-1], hidden, features.device)
                 moments.add(features, target, counted, heldout)
             w, alpha, err = moments.solve(config.alphas)
@@ -171,9 +188,23 @@ def fit_linear(lm: LoadedModel, layers: list[int], calib: CalibrationSet, config
             progress.advance(task)
         if j == max(layers):  # nothing deeper is fitted: the streams need not go on
             break
-        with attention_switched(lm.model, {j: fitted[j]} if j in fitted else {}, adapter=lm.adapter):
-            for k, (kwargs, _, _) in enumerate(batches):
-                streams[k] = first_output(layer(streams[k], **kwargs[j]))
+        # the layers run one at a time over all batches, so a replacement that reads the previous
+        # MLP's output (this fit's, or one a caller switched on) is handed it per batch
+        capture = (kind.uses_previous_mlp and j + 1 in layers) or _reads_previous_mlp(lm.adapter.attention_of(decoder[j + 1]))
+        captured: list[torch.Tensor] = []
+        hook = layer.get_submodule(lm.adapter.mlp).register_forward_hook(
+            lambda module, args, out: captured.append(out)) if capture else None
+        try:
+            with attention_switched(lm.model, {j: fitted[j]} if j in fitted else {}, adapter=lm.adapter):
+                switched = lm.adapter.attention_of(layer)
+                for k, (kwargs, _, _) in enumerate(batches):
+                    if _reads_previous_mlp(switched):
+                        switched.previous_mlp = mlp_out[k]
+                    streams[k] = first_output(layer(streams[k], **kwargs[j]))
+        finally:
+            if hook is not None:
+                hook.remove()
+        mlp_out = captured if capture else [None] * len(streams)
         if intact is not None:
             for k, (kwargs, _, _) in enumerate(batches):
                 intact[k] = first_output(layer(intact[k], **kwargs[j]))
@@ -182,10 +213,11 @@ def fit_linear(lm: LoadedModel, layers: list[int], calib: CalibrationSet, config
 
 @torch.no_grad()
 def fit_each(lm: LoadedModel, layers: list[int], calib: CalibrationSet, state: dict[int, Replacement] | None = None,
-             config: FitConfig = FitConfig()) -> tuple[dict[int, Linear], dict[int, float]]:
+             config: FitConfig = FitConfig(), kind: type[FeatureLinear] = Linear
+             ) -> tuple[dict[int, FeatureLinear], dict[int, float]]:
     """A replacement for each of ``layers`` fitted alone, on the inputs it sees with ``state`` (a
     ``{layer: Replacement}`` dict) switched on and no other layer of ``layers`` replaced: what
-    a greedy search scores candidate i with (``nose search --mode linear``). Returns the maps
+    a greedy search scores candidate i with (``nose search --replace linear``). Returns the maps
     and each one's relative held-out error.
 
     Every real token of ``calib`` counts (as in :func:`fit_linear`, whose rows count all tokens),
@@ -193,23 +225,26 @@ def fit_each(lm: LoadedModel, layers: list[int], calib: CalibrationSet, state: d
     input; memory: four hidden² float64 matrices per layer of ``layers``.
     """
     config.validate()
+    _check_foldable(kind, layers)
     decoder = lm.adapter.layers_of(lm.model)
     hidden = lm.model.config.hidden_size
     keep = set(layers)
+    mlp_keep = {i - 1 for i in layers} if kind.uses_previous_mlp else set()
     moments: dict[int, _Moments] = {}
     with attention_switched(lm.model, state or {}, adapter=lm.adapter):
         for start, batch in zip(range(0, calib.samples, config.batch_size), calib.batches(config.batch_size, "token")):
-            inputs, kwargs = _layer_inputs(lm, batch, keep)
+            inputs, kwargs, mlp_out = _layer_inputs(lm, batch, keep, mlp_keep)
             heldout = _heldout_rows(start, batch.size, config.heldout_every, "cpu")
             real = batch.attention_mask.bool()
             for i in layers:
                 x = inputs[i]
                 normed = lm.adapter.attn_norm_of(decoder[i])(x)
                 out = lm.adapter.attention_of(decoder[i])(normed, **kwargs[i])[0]
-                moments.setdefault(i, _Moments(hidden, hidden, x.device)).add(
-                    normed, out, real.to(x.device), heldout.to(x.device))
+                features = kind.features(normed, mlp_out.get(i - 1))
+                moments.setdefault(i, _Moments(features.shape[-1], hidden, x.device)).add(
+                    features, out, real.to(x.device), heldout.to(x.device))
     fitted, errors = {}, {}
     for i in layers:
         w, _, errors[i] = moments[i].solve(config.alphas)
-        fitted[i] = Linear(w.to(lm.dtype))
+        fitted[i] = kind(w.to(lm.dtype))
     return fitted, errors

@@ -11,7 +11,7 @@ from the registry entry's ``oracle`` path:
 
 The score of a candidate is the registry's ``score(value of S, value of S ∪ {i})``.
 
-``mode="linear"``: candidate i is replaced by a W fitted with :func:`nose.replace.ridge.fit_linear`
+a fitted ``mode`` (``linear``, ``folded``): candidate i is replaced by a map fitted with the kind's own fit
 (itself checked against a naive ridge) for layer i alone, run with S's maps switched on and every
 real token counted; a selected layer keeps its map.
 """
@@ -30,7 +30,8 @@ from nose.model.switches import attention_switched
 from nose.data.calibration import CalibrationSet
 from nose.search.criteria import CRITERIA
 from nose.search.target import Target
-from nose.replace.ridge import FitConfig, fit_linear
+from nose.replace import get
+from nose.replace.ridge import FitConfig
 
 
 def _forward(lm: LoadedModel, calib: CalibrationSet, removed: dict, batch_size: int,
@@ -98,10 +99,11 @@ def naive_search(lm: LoadedModel, calib: CalibrationSet, steps: int, mode: str =
     every_token = replace(calib, count_mask=calib.attention_mask.clone())
 
     def replacement(i):
-        if mode != "linear":
+        kind = get(mode)
+        if not kind.fitted:
             return make(mode)
         with attention_switched(lm.model, removed, adapter=lm.adapter):
-            return fit_linear(lm, [i], every_token, FitConfig(batch_size=batch_size))[0][i]
+            return kind.fit(lm, [i], every_token, FitConfig(batch_size=batch_size))[0][i]
 
     intact = _forward(lm, calib, {}, batch_size, module, work) if crit.oracle == "kl" else None
     statistic = {"entropy": _entropy, "nll": _nll, "kl": lambda runs: _kl(runs, intact)}[crit.oracle]
