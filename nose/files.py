@@ -97,12 +97,12 @@ def _json_kind(value) -> str:
     return next((word for t, word in _KINDS.items() if isinstance(value, t)), type(value).__name__)
 
 
-def read_json(path: Path, what: str):
-    """Decoded JSON of a file the user named, or a one-line NoseError (missing, unreadable,
-    not UTF-8, not JSON). ``what`` says what the file should be, for the message."""
+def read_text(path: Path, what: str) -> str:
+    """The UTF-8 text of a file the user named, or a one-line NoseError (missing, a folder,
+    unreadable, not UTF-8). ``what`` says what the file should be, for the message."""
     path = Path(path)
     try:
-        text = path.read_bytes().decode("utf-8")
+        return path.read_bytes().decode("utf-8")
     except FileNotFoundError:
         raise NoseError(f"{path} does not exist; expected {what}") from None
     except IsADirectoryError:
@@ -111,6 +111,13 @@ def read_json(path: Path, what: str):
         raise NoseError(f"cannot read {path} ({e.strerror or e})") from None
     except UnicodeDecodeError as e:
         raise NoseError(f"{path} is not UTF-8 text (byte {e.start}); expected {what}") from None
+
+
+def read_json(path: Path, what: str):
+    """Decoded JSON of a file the user named, or a one-line NoseError (as :func:`read_text`, or
+    not JSON)."""
+    path = Path(path)
+    text = read_text(path, what)
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:

@@ -14,6 +14,7 @@ PACKAGE = Path(nose.__file__).parent
 LAYERS = [  # lowest first
     ("nose", "nose.errors", "nose.files"),
     ("nose.model",),
+    ("nose.engines",),
     ("nose.sandbox",),
     ("nose.tasks",),
     ("nose.data",),

@@ -12,14 +12,16 @@ from nose.testing import tiny_loaded
 
 
 @torch.no_grad()
-def naive_pairs(lm, calib, layer, earlier: dict, heldout_every: int):
+def naive_pairs(lm, calib, layer, earlier: dict, heldout_every: int, previous_mlp: bool = False):
     """(LN1(x), Attn(LN1(x))) of ``layer`` for every real token, from full forwards with the
-    earlier replacements switched in; split into fit rows and held-out rows."""
+    earlier replacements switched in; split into fit rows and held-out rows. ``previous_mlp``:
+    the features are the previous layer's MLP output instead of LN1(x) (a folded replacement)."""
     decoder = lm.adapter.layers_of(lm.model)
     seen = {}
     h1 = decoder[layer].self_attn.register_forward_hook(
         lambda m, args, kwargs, out: seen.update(n=kwargs.get("hidden_states", args[0] if args else None), a=out[0]),
         with_kwargs=True)
+    h2 = decoder[layer - 1].mlp.register_forward_hook(lambda m, args, out: seen.update(m=out)) if previous_mlp else None
     fit, held = ([], []), ([], [])
     try:
         with attention_switched(lm.model, earlier):
@@ -28,11 +30,13 @@ def naive_pairs(lm, calib, layer, earlier: dict, heldout_every: int):
                 lm.model(input_ids=ids, attention_mask=mask)
                 keep = mask[0].bool()
                 part = held if start % heldout_every == heldout_every - 1 else fit
-                part[0].append(seen["n"][0][keep].double())
+                part[0].append(seen["m" if previous_mlp else "n"][0][keep].double())
                 part[1].append(seen["a"][0][keep].double())
     finally:
         h1.remove()
-    return [(torch.cat(x), torch.cat(y)) for x, y in (fit, held)]
+        if h2 is not None:
+            h2.remove()
+    return [(torch.cat(x), torch.cat(y)) if x else None for x, y in (fit, held)]
 
 
 def ridge(x, y, alpha):
@@ -175,29 +179,6 @@ def test_fit_settings_are_checked(tok, calib):
         fit_linear(lm, [2], calib, FitConfig(target="residual"))
 
 
-@torch.no_grad()
-def naive_folded_pairs(lm, calib, layer, earlier: dict):
-    """(m, Attn(LN1(x))) of ``layer`` for every real token, m the previous layer's MLP output,
-    from full forwards one row at a time with the earlier replacements switched in."""
-    decoder = lm.adapter.layers_of(lm.model)
-    seen = {}
-    hooks = [decoder[layer - 1].mlp.register_forward_hook(lambda m, args, out: seen.update(m=out)),
-             decoder[layer].self_attn.register_forward_hook(lambda m, args, out: seen.update(a=out[0]))]
-    xs, ys = [], []
-    try:
-        with attention_switched(lm.model, earlier):
-            for row in range(calib.samples):
-                ids, mask = calib.input_ids[row:row + 1], calib.attention_mask[row:row + 1]
-                lm.model(input_ids=ids, attention_mask=mask)
-                keep = mask[0].bool()
-                xs.append(seen["m"][0][keep].double())
-                ys.append(seen["a"][0][keep].double())
-    finally:
-        for h in hooks:
-            h.remove()
-    return torch.cat(xs), torch.cat(ys)
-
-
 @pytest.mark.parametrize("family", ["llama", "qwen2"])
 def test_folded_fit_regresses_the_attention_on_the_previous_mlp_output(family, tok, calib):
     from nose.model.replacements import Folded
@@ -206,10 +187,10 @@ def test_folded_fit_regresses_the_attention_on_the_previous_mlp_output(family, t
     config = FitConfig(samples=6, batch_size=4, heldout_every=1000, alphas=(1e-3,))  # no row held out
     fitted, report = fit_linear(lm, [2, 4], calib, config, kind=Folded)
     assert all(isinstance(r, Folded) for r in fitted.values())
-    w2 = ridge(*naive_folded_pairs(lm, calib, 2, {}), 1e-3)
+    w2 = ridge(*naive_pairs(lm, calib, 2, {}, 1000, previous_mlp=True)[0], 1e-3)
     torch.testing.assert_close(fitted[2].linear_attn.weight.double(), w2, rtol=1e-4, atol=1e-5)
     # layer 4 is fitted with layer 2's fold in place (fed its MLP output batch by batch)
-    w4 = ridge(*naive_folded_pairs(lm, calib, 4, {2: fitted[2]}), 1e-3)
+    w4 = ridge(*naive_pairs(lm, calib, 4, {2: fitted[2]}, 1000, previous_mlp=True)[0], 1e-3)
     torch.testing.assert_close(fitted[4].linear_attn.weight.double(), w4, rtol=1e-4, atol=1e-5)
     with pytest.raises(NoseError, match="layer 0 has no previous MLP"):
         fit_linear(lm, [0, 2], calib, config, kind=Folded)

@@ -4,6 +4,7 @@ import typer
 
 from nose.cli.data_cmd import app as data_app
 from nose.cli.evaluate_cmd import evaluate
+from nose.cli.gguf_cmd import gguf
 from nose.cli.report_cmd import report
 from nose.cli.search_cmd import search
 from nose.cli.shrink_cmd import shrink
@@ -16,6 +17,7 @@ app.command()(shrink)
 app.command()(evaluate)
 app.command()(report)
 app.command()(sweep)
+app.command()(gguf)
 app.add_typer(data_app, name="data")
 
 

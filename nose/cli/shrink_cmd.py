@@ -56,6 +56,8 @@ def shrink(
     fit_target: FitTargetOpt = "attention",
     seed: Annotated[int, typer.Option(help="Data order seed.")] = 0,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out.")] = False,
+    gguf: Annotated[Path | None, typer.Option(help="Also write this .gguf file (llama.cpp) from the export.")] = None,
+    gguf_type: Annotated[str, typer.Option(help="Tensor type of --gguf: f32, f16, bf16 or q8_0.")] = "f16",
     resume: Annotated[bool, typer.Option("--resume", help="Continue healing from the state saved beside --out.")] = False,
     save_every: Annotated[int, typer.Option(help="Save the healing state every N steps.")] = 25,
     dtype: DtypeOpt = "auto",
@@ -74,6 +76,10 @@ def shrink(
 
     err, log = stderr_console()
     check_output_dir(out)
+    if gguf is not None:
+        from nose.shrink.gguf import check_gguf_target
+
+        check_gguf_target(gguf, gguf_type, overwrite)  # before any work
     check_target(out, overwrite, source=model if Path(model).exists() else None)  # a local model: before loading
     replace = resolve_replace(replace, mode, "linear", log)
     config = ShrinkConfig(
@@ -96,9 +102,14 @@ def shrink(
                              progress=progress, log=log)
     if summary is None:  # a non-main process of a data-parallel run
         return
+    if gguf is not None:
+        from nose.shrink.gguf import write_gguf
+
+        summary["gguf"] = str(write_gguf(Path(summary["out"]), gguf, gguf_type, overwrite=overwrite, log=log))
     if json_out:
         typer.echo(json.dumps(summary, indent=2))
     else:
         c = summary["repair_cost"]
         typer.echo(f"wrote {summary['out']} (removed attention {summary['removed_attention']}; "
-                   f"fit {c['fit_seconds']:.0f} s, {c['heal_tokens']} healing tokens in {c['heal_seconds']:.0f} s)")
+                   f"fit {c['fit_seconds']:.0f} s, {c['heal_tokens']} healing tokens in {c['heal_seconds']:.0f} s)"
+                   + (f"; and {summary['gguf']}" if gguf is not None else ""))

@@ -239,29 +239,18 @@ QUESTIONS_SHAPE = {"questions": [{"name": str, "paramsType": list, "returnType":
                                     "tests": [{"params": list, "return": object}]}]}
 
 
-def _lines(path: Path) -> list[str]:
-    """A benchmark text file's lines, or a one-line error naming the file and what is wrong."""
-    try:
-        return path.read_bytes().decode("utf-8").splitlines()
-    except FileNotFoundError:
-        raise NoseError(f"the benchmark has no {path}; pass a complete clone of PolyEval/G-TransEval") from None
-    except IsADirectoryError:
-        raise NoseError(f"{path} is a folder; the benchmark needs a text file there") from None
-    except OSError as e:
-        raise NoseError(f"cannot read {path} ({e.strerror or e})") from None
-    except UnicodeDecodeError as e:
-        raise NoseError(f"{path} is not UTF-8 text (byte {e.start}); the benchmark files are UTF-8") from None
-
-
 def load_benchmark(path: Path) -> list[Sample]:
-    from nose.files import check_shape, read_json
+    from nose.files import check_shape, read_json, read_text
+
+    def lines(file: Path) -> list[str]:
+        return read_text(file, "a UTF-8 text file of a complete PolyEval/G-TransEval clone").splitlines()
 
     root = find_root(path)
     samples = []
     for k in (1, 2, 3, 4):
         folder = root / "G-TransEval" / f"Type{k}"
-        java = _lines(folder / "Java.test")
-        python = _lines(folder / "Python.test")
+        java = lines(folder / "Java.test")
+        python = lines(folder / "Python.test")
         config = root / "TestRunner" / "config" / f"l{k}.json"
         data = read_json(config, "a G-TransEval test config (an object with 'questions')")
         check_shape(data, QUESTIONS_SHAPE, str(config))

@@ -1,0 +1,1 @@
+"""Serving engines nose drives: fetched, built and run from the nose cache."""
