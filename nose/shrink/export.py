@@ -29,7 +29,6 @@
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import shutil
@@ -41,7 +40,7 @@ import torch
 from safetensors.torch import save_file
 
 from nose.errors import NoseError
-from nose.files import process_alive, publish_permissions, write_json_atomic
+from nose.files import publish_permissions, remove_stale_temporaries, write_json_atomic
 from nose.model.loading import REMOTE_CODE, LoadedModel
 from nose.model.replacements import Replacement, describe_all, uniform
 from nose.model.switches import SwitchedAttention, check_layer_indices
@@ -102,14 +101,6 @@ def _is_nose_export(folder: Path) -> bool:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return False
     return isinstance(record, dict) and str(record.get("format", "")).startswith(CHECKPOINT_FORMAT.split("/")[0] + "/")
-
-
-def _remove_stale_temporaries(out: Path) -> None:
-    """Temporary folders beside ``out`` left by exports whose process was killed."""
-    for folder in out.parent.glob(f".{glob.escape(out.name)}.*-*-*"):
-        kind, pid = folder.name[len(out.name) + 2:].split("-")[:2]
-        if kind in ("tmp", "old") and pid.isdigit() and not process_alive(int(pid)):
-            shutil.rmtree(folder, ignore_errors=True)
 
 
 def check_exportable(lm: LoadedModel, replacements: dict[int, Replacement]) -> None:
@@ -258,7 +249,7 @@ def export_checkpoint(lm: LoadedModel, replacements: dict[int, Replacement] | li
     out = Path(out)
     check_target(out, overwrite, source=lm.source.get("path"))
     out.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temporaries(out)
+    remove_stale_temporaries(out)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-{os.getpid()}-"))
     try:
         state = export_state_dict(lm, replacements)

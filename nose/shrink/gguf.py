@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 
 from nose.errors import NoseError
-from nose.files import check_output_dir, process_alive, read_json
+from nose.files import check_output_dir, read_json, remove_stale_temporaries
 
 OUTTYPES = ("f32", "f16", "bf16", "q8_0")
 MAGIC = b"GGUF"
@@ -122,10 +122,7 @@ def write_gguf(model: Path, out: Path, outtype: str = "f16", overwrite: bool = F
     check_convertible(model)
     src = source(log)
     out.parent.mkdir(parents=True, exist_ok=True)
-    for stale in out.parent.glob(f".{out.name}.tmp-*"):  # a killed conversion's file
-        pid = stale.name.rpartition("-")[2]
-        if pid.isdigit() and not process_alive(int(pid)):
-            stale.unlink(missing_ok=True)
+    remove_stale_temporaries(out)  # a killed conversion's file
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     log(f"converting {model} to {out} ({outtype}) with llama.cpp's converter")
     try:
