@@ -64,7 +64,8 @@ def test_unsupported_family(tmp_path):
     (["--protect", "3,40"], "--protect layer index 40 is out of range"),
     (["--protect", "a,b"], "not a comma-separated list"),
     (["--steps", "9"], "--steps 9 is larger than the 5 candidate layers"),
-    (["--target", "layer:12"], "target layer 12 is out of range"),
+    (["--target", "layer:12", "--criterion", "nose"], "target layer 12 is out of range"),
+    (["--target", "logits"], "--target applies to --criterion nose or nose-abs only"),
 ])
 def test_bad_search_settings(args, message, saved_tiny, tmp_path):
     bad(["--model", saved_tiny("llama"), *FAST, *args], message, tmp_path)

@@ -223,6 +223,32 @@ def test_transcripts_are_cached_resumed_and_counted(tok, tmp_path, monkeypatch):
     assert transcripts.resolve_source("stdlib", lm) == "stdlib"
 
 
+def test_a_search_answers_only_the_methods_its_rows_need(tok, tmp_path, monkeypatch):
+    """needed=3 with batches of 2: the train split's first four methods, in corpus order, are
+    answered and make the view; a later full run answers only the rest."""
+    import nose.model.generation as generation
+    from nose.tasks.java_python.corpus import write_methods
+
+    monkeypatch.setenv("NOSE_CACHE", str(tmp_path / "cache"))
+    lm = tiny_loaded("llama", tok)
+    methods = load_methods()[:14]
+    train = [m for m in methods if transcripts.split_of(m.name) == "train"]
+    write_methods(methods, tmp_path / "m.jsonl")
+    answered = []  # a tiny random model's answers never parse: answer with a function that does
+
+    def generate(model, tokenizer, prompts, gen):
+        answered.extend(prompts)
+        return [("```python\ndef f(x):\n    return x\n```",) for _ in prompts]
+
+    monkeypatch.setattr(generation, "generate_transformers", generate)
+    settings = transcripts.TranscriptSettings(max_new_tokens=4, batch_size=2)
+    view = transcripts.resolve_source(f"translate:{tmp_path / 'm.jsonl'}", lm, settings, needed=3)
+    names = [json.loads(line)["name"] for line in Path(view).read_text().splitlines()]
+    assert names == [m.name for m in train[:4]] and len(answered) == 4
+    transcripts.resolve_source(f"translate:{tmp_path / 'm.jsonl'}", lm, settings)
+    assert len(answered) == len(methods)  # the four are reused
+
+
 @pytest.mark.slow
 def test_real_model_transcripts_calibrate_on_answers():
     """SmolLM2 translates a few shipped methods; their train split is a chat calibration source."""

@@ -7,7 +7,8 @@ import nose.evaluate.run as run_module
 from nose.cli.app import app
 from nose.errors import NoseError
 from nose.tasks.java_python.benchmark import load_benchmark, select
-from nose.model.generation import GenerationConfig, PromptConfig
+from nose.model.generation import GenerationConfig
+from nose.tasks.java_python.prompt import PROMPT
 from nose.evaluate.run import EvalConfig, evaluate
 from nose.model.loading import load_model
 
@@ -22,7 +23,7 @@ def tiny_lm(saved_tiny):
 
 def run(bench, lm, out, ids=IDS, **gen):
     samples = select(load_benchmark(bench), ids=ids)
-    return evaluate(lm, samples, PromptConfig(), GenerationConfig(max_new_tokens=6, batch_size=2, **gen),
+    return evaluate(lm, samples, PROMPT, GenerationConfig(max_new_tokens=6, batch_size=2, **gen),
                     EvalConfig(efficiency=False), out, str(bench))
 
 
@@ -158,7 +159,7 @@ def test_a_run_hashed_with_the_model_folder_still_resumes(tiny_lm, tmp_path, mon
     first = run(tiny_bench, tiny_lm, tmp_path)
     samples = select(load_benchmark(tiny_bench), ids=IDS)
     gen = GenerationConfig(max_new_tokens=6, batch_size=2)
-    current, earlier = run_module.run_digests(tiny_lm, samples, PromptConfig(), gen, EvalConfig(efficiency=False))
+    current, earlier = run_module.run_digests(tiny_lm, samples, PROMPT, gen, EvalConfig(efficiency=False))
     assert current == first["settings_hash"] != earlier
     path = tmp_path / "samples.jsonl"
     path.write_text(path.read_text().replace(current, earlier))  # as nose wrote it before
@@ -173,14 +174,14 @@ def test_vllm_backend_refuses_what_it_cannot_honour(saved_tiny, tmp_path, tiny_b
 
     lm = load_model(str(saved_tiny("llama", intermediate_size=256)))
     with pytest.raises(NoseError, match="in-memory changes .* would be ignored"):
-        evaluate(lm, select(load_benchmark(tiny_bench), ids=IDS[:1]), PromptConfig(),
+        evaluate(lm, select(load_benchmark(tiny_bench), ids=IDS[:1]), PROMPT,
                  GenerationConfig(backend="vllm"), EvalConfig(drop_attention=[2], efficiency=False), tmp_path / "a",
                  str(tiny_bench))
     import torch
 
     folder = export_checkpoint(lm, {2: Linear(torch.eye(64))}, tmp_path / "linear")
     with pytest.raises(NoseError, match=r"vLLM cannot serve this checkpoint: layers \[2\] are linear"):
-        evaluate(load_model(str(folder)), select(load_benchmark(tiny_bench), ids=IDS[:1]), PromptConfig(),
+        evaluate(load_model(str(folder)), select(load_benchmark(tiny_bench), ids=IDS[:1]), PROMPT,
                  GenerationConfig(backend="vllm"), EvalConfig(efficiency=False), tmp_path / "b", str(tiny_bench))
 
 

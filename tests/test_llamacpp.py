@@ -82,6 +82,25 @@ def test_llamacpp_greedy_tokens_equal_transformers_on_skip_linear_folded_exports
         assert cpp_tokens == hf_tokens[:len(cpp_tokens)] and len(cpp_tokens) == 24
 
 
+def test_intact_model_converts_without_sentencepiece_and_decodes_alike(smol_tokenizer, tmp_path):
+    """The intact model is what exports are measured against: llama.cpp's Llama and Qwen2
+    classes import sentencepiece before they look for a SentencePiece file; nose checks first.
+    (A llama model: SmolLM2's tokenizer is a llama model's; the real Qwen2.5 converts in
+    benchmarks/serving_llamacpp.py.)"""
+    from nose.engines.llamacpp import greedy_tokens
+    from nose.shrink.gguf import describe, write_gguf
+
+    lm = _tiny("llama", smol_tokenizer)
+    lm.model.save_pretrained(tmp_path / "intact")
+    smol_tokenizer.save_pretrained(tmp_path / "intact")
+    gguf = write_gguf(tmp_path / "intact", tmp_path / "m.gguf", "f32")
+    assert describe(gguf)["arch"] == "llama"
+    engine = greedy_tokens(gguf, PROMPTS, 24, kv="f32")
+    for (cpp_prompt, cpp_tokens), (hf_prompt, hf_tokens) in zip(engine, _transformers_greedy(tmp_path / "intact",
+                                                                                             PROMPTS, 24)):
+        assert cpp_prompt == hf_prompt and cpp_tokens == hf_tokens
+
+
 def test_gguf_cli_writes_f16_and_q8_0_and_refuses_what_it_must_not_replace(smol_tokenizer, tmp_path):
     from nose.model.replacements import Skip
     from nose.shrink.export import export_checkpoint
@@ -140,7 +159,8 @@ def test_real_smollm2_repaired_exports_decode_the_same_in_llamacpp(replace, tmp_
     chat prompts built from the project's own Java methods, 96 tokens each, f32 with an f32 KV
     cache."""
     from nose.engines.llamacpp import greedy_tokens
-    from nose.model.generation import PromptConfig
+    from nose.data.transcripts import fields
+    from nose.tasks.java_python.prompt import PROMPT
     from nose.tasks.java_python.corpus import load_methods
     from transformers import AutoTokenizer
 
@@ -151,7 +171,7 @@ def test_real_smollm2_repaired_exports_decode_the_same_in_llamacpp(replace, tmp_
                            "--gguf", str(gguf), "--gguf-type", "f32"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     tok = AutoTokenizer.from_pretrained(export)
-    prompts = [PromptConfig().render(tok, m.java, m.name, m.name) for m in load_methods()[:8]]
+    prompts = [PROMPT.render(tok, **fields(m)) for m in load_methods()[:8]]
     engine = greedy_tokens(gguf, prompts, 96, kv="f32")
     reference = _transformers_greedy(export, prompts, 96)
     for (cpp_prompt, cpp_tokens), (hf_prompt, hf_tokens) in zip(engine, reference):

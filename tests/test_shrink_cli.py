@@ -96,15 +96,15 @@ def test_replace_skip_exports_no_op_blocks(model, tmp_path):
 
 
 def test_auto_data_follows_the_chat_template_not_the_name(saved_tiny):
+    from nose.data.transcripts import data_source
     from nose.model.loading import load_model
-    from nose.shrink.pipeline import data_source
 
     lm = load_model(str(saved_tiny("llama", intermediate_size=256)))
-    assert data_source("auto", lm) == "stdlib" and data_source("translate", lm) == "translate"
+    assert data_source("auto", lm.tokenizer) == "stdlib" and data_source("translate", lm.tokenizer) == "translate"
     lm.spec = "my-coder-model"  # a name with "code" in it no longer decides
-    assert data_source("auto", lm) == "stdlib"
+    assert data_source("auto", lm.tokenizer) == "stdlib"
     lm.tokenizer.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
-    assert data_source("auto", lm) == "translate"
+    assert data_source("auto", lm.tokenizer) == "translate"
 
 
 @pytest.mark.parametrize("old,new", [(["--mode", "skip"], "skip"), (["--replace", "none", "--mode", "double"], "double"),

@@ -8,7 +8,8 @@ import nose.evaluate.run as run_module
 from nose.cli.app import app
 from nose.errors import NoseError
 from nose.tasks.java_python.benchmark import load_benchmark, select
-from nose.model.generation import GenerationConfig, PromptConfig
+from nose.model.generation import GenerationConfig
+from nose.tasks.java_python.prompt import PROMPT
 from nose.evaluate.run import EvalConfig
 from nose.evaluate.sweep import Order, sweep
 from nose.model.loading import load_model
@@ -33,7 +34,7 @@ def setup(saved_tiny, tmp_path):
 
 def run(bench, lm, orders, out, ks=(1, 2)):
     samples = select(load_benchmark(bench), ids=IDS)
-    return sweep(lm, orders, list(ks), samples, PromptConfig(), GenerationConfig(max_new_tokens=4, batch_size=2),
+    return sweep(lm, orders, list(ks), samples, PROMPT, GenerationConfig(max_new_tokens=4, batch_size=2),
                  EvalConfig(), out, str(bench))
 
 
@@ -80,7 +81,7 @@ def test_sweep_rows_share_evaluations_and_resume(setup, tmp_path, monkeypatch, t
     assert calls == [] and again["rows"] == rec["rows"]
     shutil.rmtree(out / "evals" / "skip-3-4")
     samples = select(load_benchmark(tiny_bench), ids=IDS)
-    partial = sweep(lm, orders, [1, 2], samples, PromptConfig(), GenerationConfig(max_new_tokens=4, batch_size=2),
+    partial = sweep(lm, orders, [1, 2], samples, PROMPT, GenerationConfig(max_new_tokens=4, batch_size=2),
                     EvalConfig(), out, str(tiny_bench), collect_only=True)
     assert calls == [] and partial["missing"] == ["skip-3-4"] and not partial["complete"]
     assert ("last reverse", 2) not in {(r["order"], r["k"]) for r in partial["rows"]} and len(partial["rows"]) == 5
@@ -89,7 +90,7 @@ def test_sweep_rows_share_evaluations_and_resume(setup, tmp_path, monkeypatch, t
     # other generation settings are not mixed with the old files
     with pytest.raises(NoseError, match="other settings"):
         samples = select(load_benchmark(tiny_bench), ids=IDS)
-        sweep(lm, orders, [1], samples, PromptConfig(), GenerationConfig(max_new_tokens=5, batch_size=2),
+        sweep(lm, orders, [1], samples, PROMPT, GenerationConfig(max_new_tokens=5, batch_size=2),
               EvalConfig(), out, str(tiny_bench))
 
 
@@ -151,7 +152,7 @@ def test_sweep_with_linear_replacements_fits_each_layer_set(setup, tmp_path, tin
     orders = [Order.parse(str(tmp_path / "last"))]
     fitted = []
     fit = fitter(lm, "linear", "stdlib", FitConfig(samples=4, seq_len=32))
-    rec = sweep(lm, orders, [1, 2], select(load_benchmark(tiny_bench), ids=IDS), PromptConfig(),
+    rec = sweep(lm, orders, [1, 2], select(load_benchmark(tiny_bench), ids=IDS), PROMPT,
                 GenerationConfig(max_new_tokens=4, batch_size=2), EvalConfig(), tmp_path / "lin", str(tiny_bench),
                 fitter=lambda layers: fitted.append(layers) or fit(layers))
     assert fitted == [[5], [4, 5]] and rec["mode"] == "linear"

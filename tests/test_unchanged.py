@@ -74,8 +74,10 @@ def measure(work: Path, replace: dict[str, list[str]]) -> dict:
 
     model = save_tiny(work / "tiny", "llama", intermediate_size=256)
     bench = write_tiny_benchmark(work / "bench")
+    # the search's settings spelled out: the revision's defaults (nose, skip, stdlib) are no longer nose's
     search = json.loads(nose("search", "--model", model, "--out", work / "s", "--steps", 3, "--samples", 4,
-                             "--seq-len", 32, "--json"))
+                             "--seq-len", 32, "--criterion", "nose", "--replace", "skip", "--calibration", "stdlib",
+                             "--json"))
     result = {"search": {"order": search["order"], "scores": [round(s["score"], 6) for s in search["steps"]]}}
     for kind, args in replace.items():
         out = work / f"export-{kind}"

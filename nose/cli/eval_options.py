@@ -43,9 +43,10 @@ def benchmark_subset(benchmark: Path | None, ids: str | None, limit: int | None,
 def prompt_and_generation(prompt_file: Path | None, system: str | None, max_new_tokens: int, n: int,
                           temperature: float, batch_size: int, seed: int, backend: str):
     """Validated (PromptConfig, GenerationConfig) from the generation options."""
-    from nose.model.generation import DEFAULT_SYSTEM, GenerationConfig, PromptConfig
+    from nose.model.generation import GenerationConfig
+    from nose.tasks import JAVA_PYTHON as task
 
-    prompt = PromptConfig.from_file(prompt_file, DEFAULT_SYSTEM if system is None else (system or None))
+    prompt = task.prompt.with_file(prompt_file, task.prompt.system if system is None else (system or None))
     gen = GenerationConfig(max_new_tokens=max_new_tokens, n=n, temperature=temperature, batch_size=batch_size,
                            seed=seed, backend=backend)
     gen.validate()

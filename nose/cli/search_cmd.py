@@ -1,4 +1,10 @@
-"""``nose search``: rank attention sublayers with a criterion (NOSE by default) on calibration text."""
+"""``nose search``: rank attention sublayers with a criterion on calibration text.
+
+The defaults are the recipe that measured best (reports/criteria.md, reports/repair.md): the
+``kl`` criterion, candidates scored under the default repair (``linear``), on the task's
+transcripts where the model has a chat template (only as many as the calibration rows need)
+and on the standard library otherwise. NOSE as published is ``--criterion nose`` (scored with
+the sublayer skipped, as in the paper)."""
 
 from __future__ import annotations
 
@@ -15,6 +21,11 @@ from nose.cli.common import (Criterion, DeprecatedModeOpt, DeviceMapOpt, DeviceO
 from nose.errors import NoseError
 
 
+# the replacement a criterion scores under unless --replace says otherwise: the default repair
+# for the output criteria, skipping for NOSE (as published) and the one-shot criteria
+DEFAULT_REPLACE = {"kl": "linear", "loss": "linear"}
+
+
 def _default_out(model: str) -> Path:
     slug = Path(model.rstrip("/")).name.removesuffix(".gguf").replace("/", "-") or "model"
     return Path("runs") / f"search-{slug}"
@@ -29,26 +40,29 @@ def search(
         help="kl (output KL to the intact model, greedy; measured best with --calibration translate, "
              "reports/criteria.md), nose (transfer entropy, greedy, as published), nose-abs (|TE|), loss "
              "(LM-loss increase, greedy), cosine (attention-drop 1-cos, one shot), last (deepest first), "
-             "random (seeded by --seed).")] = Criterion.nose,
+             "random (seeded by --seed).")] = Criterion.kl,
     replace: Annotated[str | None, typer.Option(
-        help="Replacement while scoring (greedy criteria): skip (h=x, default), double (h=2x), thesis "
-             "(h=x+2·LN1(x)), linear (h=x+W·LN1(x), W fitted per candidate on the calibration rows: picks the "
-             "layers a linear repair restores best; pair it with nose shrink --replace linear).")] = None,
+        help="Replacement while scoring (greedy criteria): linear (h=x+W·LN1(x), W fitted per candidate on "
+             "the calibration rows: picks the layers the default repair restores best; the default for kl and "
+             "loss), skip (h=x; the default for nose and nose-abs, as published), double (h=2x), thesis "
+             "(h=x+2·LN1(x)), folded (T·m, m the previous MLP's output).")] = None,
     mode: DeprecatedModeOpt = None,
     target: Annotated[str, typer.Option(help="NOSE's entropy features: final (after the last norm), logits, "
                                              "layer:N.")] = "final",
     protect: Annotated[str | None, typer.Option(help="Layers never removed, e.g. 3,5.")] = None,
     allow_layer0: Annotated[bool, typer.Option("--allow-layer0", help="Let layer 0's attention be removed "
                                                "(engines may refuse such a checkpoint).")] = False,
-    calibration: Annotated[str, typer.Option(help="stdlib, translate (the model's own translations of the Java "
-                                                  "methods shipped with nose; translate:FILE for other methods), "
-                                                  "a text/.jsonl file, or a folder of source code.")] = "stdlib",
+    calibration: Annotated[str, typer.Option(help="auto (translate for a model with a chat template, stdlib "
+                                                  "otherwise), stdlib, translate (the model's own translations of "
+                                                  "the Java methods shipped with nose; translate:FILE for other "
+                                                  "methods), a text/.jsonl file, or a folder of source code.")] = "auto",
     count: Annotated[str, typer.Option(help="Chat data (translate): statistics count the answer tokens "
                                             "(answer) or every token (all).")] = "answer",
     text_field: Annotated[str, typer.Option(help="JSONL field holding the text (records with "
                                                  "'messages' use the chat template).")] = "text",
     samples: Annotated[int, typer.Option(help="Calibration rows.")] = 16,
-    seq_len: Annotated[int, typer.Option(help="Tokens per calibration row.")] = 128,
+    seq_len: Annotated[int | None, typer.Option(help="Tokens per calibration row (default: 512 for chat data, "
+                                                     "one conversation per row; 128 for text).")] = None,
     pack: Annotated[bool, typer.Option("--pack/--no-pack", help="Pack documents into full rows, or one "
                                        "padded row per document.")] = True,
     batch_size: Annotated[int, typer.Option(help="Rows per forward; bounds the prefix cache memory.")] = 4,
@@ -61,11 +75,12 @@ def search(
     device_map: DeviceMapOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Rank attention sublayers and select the ones to remove (NOSE transfer entropy by default)."""
+    """Rank attention sublayers and select the ones to remove (output KL under the linear repair by default)."""
     from nose.files import check_output_dir
     from nose.model.loading import load_model, resolve_model
-    from nose.data.transcripts import is_transcript_source, resolve_source
+    from nose.data.transcripts import data_source, is_transcript_source, resolve_source
     from nose.data.calibration import build_calibration
+    from nose.data.chat import is_chat_file
     from nose.search.config import SearchConfig
     from nose.search.record import FILENAME, read_record
     from nose.search.run import run_search
@@ -79,7 +94,7 @@ def search(
     if existing.exists() and not (resume or overwrite):
         raise NoseError(f"{existing} exists; pass --resume to continue it or --overwrite to start over")
     previous = read_record(existing) if resume else None
-    replace = resolve_replace(replace, mode, "skip", log)
+    replace = resolve_replace(replace, mode, DEFAULT_REPLACE.get(criterion.value, "skip"), log)
     config = SearchConfig(steps=steps, criterion=criterion.value, mode=replace, target=target, protect=parse_layers(protect),
                           protect_layer0=not allow_layer0, seed=seed, bootstrap=bootstrap, batch_size=batch_size)
 
@@ -87,11 +102,14 @@ def search(
     ref = resolve_model(model, log=log)  # config only: bad settings fail before weights load
     config.validate(ref.num_layers, ref.absent_attention)
     tokenizer = ref.load_tokenizer()
+    calibration = data_source(calibration, tokenizer)
     lm, source = None, calibration
-    if is_transcript_source(calibration):  # the intact model answers the methods it has not yet answered
+    if is_transcript_source(calibration):  # the intact model answers the methods the rows need
         lm = load_model(ref, dtype=dtype, device=device, device_map=device_map, tokenizer=tokenizer, log=log)
         with progress_bar(err) as progress:
-            source = resolve_source(calibration, lm, progress=progress, log=log)
+            source = resolve_source(calibration, lm, progress=progress, log=log, needed=samples)
+    if seq_len is None:
+        seq_len = 512 if source != "stdlib" and is_chat_file(Path(source).expanduser()) else 128
     calib = build_calibration(tokenizer, source, samples=samples, seq_len=seq_len, seed=seed,
                               pack=pack, text_field=text_field, count=count, log=log)
     if source != calibration:

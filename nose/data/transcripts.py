@@ -1,7 +1,7 @@
 """Self-distilled transcripts: Java methods translated by the intact model itself.
 
 Each method is put into exactly the chat prompt ``nose evaluate`` uses
-(:class:`~nose.model.generation.PromptConfig`, the method as ``{java}``, its name as
+(the task's :data:`~nose.tasks.java_python.prompt.PROMPT`, the method as ``{java}``, its name as
 ``{name}`` and its snake_case form as ``{entry_point}``) and answered greedily by the intact
 model, with the same stop rule as the evaluation (a closed fenced block holding a ``def``). The
 transcripts carry the model's own distribution on the task, without labels (self-data
@@ -36,6 +36,7 @@ from pathlib import Path
 
 from nose.tasks.java_python.corpus import JavaMethod, load_methods, methods_sha256
 from nose.tasks.java_python.extraction import snake_case
+from nose.tasks.java_python.prompt import PROMPT
 from nose.errors import NoseError
 from nose.files import atomic_file, write_json_atomic
 
@@ -48,6 +49,11 @@ PREFIX = "translate"
 class TranscriptSettings:
     max_new_tokens: int = 384  # the intact model's answers on G-TransEval stay under 300 tokens
     batch_size: int = 16  # prompts per generation batch
+
+
+def fields(method: JavaMethod) -> dict[str, str]:
+    """The prompt's fields for a shipped method, as the benchmark's samples fill them."""
+    return {"java": method.java, "name": method.name, "entry_point": snake_case(method.name)}
 
 
 def split_of(name: str) -> str:
@@ -68,7 +74,7 @@ def answer_parses(answer: str) -> bool:
 def cache_folder(weights_sha256: str, settings: TranscriptSettings, prompt) -> Path:
     from nose.model.presets import cache_root
 
-    key = hashlib.sha256(json.dumps({"format": 1, "settings": asdict(settings), "prompt": asdict(prompt)},
+    key = hashlib.sha256(json.dumps({"format": 1, "settings": asdict(settings), "prompt": prompt.record()},
                                     sort_keys=True).encode()).hexdigest()[:12]
     return cache_root() / "transcripts" / f"{weights_sha256[:16]}-{key}"
 
@@ -119,15 +125,15 @@ def answer_methods(lm, methods: list[JavaMethod], path: Path, settings: Transcri
     exported or changed model too), greedily, appending one record per method (keyed by the
     sha256 of its Java; fsynced per batch, so a killed run resumes). Returns every record in
     ``path`` by that key, and the seconds this call spent generating."""
-    from nose.model.generation import GenerationConfig, PromptConfig, generate_transformers
+    from nose.model.generation import GenerationConfig, generate_transformers
 
-    prompt = prompt or PromptConfig()
+    prompt = prompt or PROMPT
     done = read_appended(path, "java_sha256")
     todo = [m for m in dict((m.sha256, m) for m in methods).values() if m.sha256 not in done]
     seconds = 0.0
     if not todo:
         return done, seconds
-    rendered = {m.sha256: prompt.render(lm.tokenizer, m.java, m.name, snake_case(m.name)) for m in todo}
+    rendered = {m.sha256: prompt.render(lm.tokenizer, **fields(m)) for m in todo}
     todo.sort(key=lambda m: len(rendered[m.sha256]))  # similar lengths share a batch
     gen = GenerationConfig(max_new_tokens=settings.max_new_tokens, batch_size=settings.batch_size)
     task = progress.add_task(label, total=len(todo)) if progress else None
@@ -140,7 +146,7 @@ def answer_methods(lm, methods: list[JavaMethod], path: Path, settings: Transcri
             seconds += time.perf_counter() - t0
             for m, (answer,) in zip(batch, outputs):
                 rec = {"java_sha256": m.sha256, "name": m.name, "split": split_of(m.name),
-                       "messages": prompt.messages(m.java, m.name, snake_case(m.name))
+                       "messages": prompt.messages(**fields(m))
                        + [{"role": "assistant", "content": answer}],
                        "parses": answer_parses(answer),
                        "answer_tokens": len(lm.tokenizer(answer, add_special_tokens=False)["input_ids"])}
@@ -156,9 +162,7 @@ def answer_methods(lm, methods: list[JavaMethod], path: Path, settings: Transcri
 def generate_transcripts(lm, methods: list[JavaMethod], settings: TranscriptSettings = TranscriptSettings(),
                          prompt=None, progress=None, log=lambda msg: None) -> Transcripts:
     """Answer every method not yet in the cache with the intact model; return all their records."""
-    from nose.model.generation import PromptConfig
-
-    prompt = prompt or PromptConfig()
+    prompt = prompt or PROMPT
     if lm.absent_attention():
         raise NoseError("transcripts come from the intact model; this one has attention removed or switched off")
     folder = cache_folder(lm.weights_sha256, settings, prompt)
@@ -173,7 +177,7 @@ def generate_transcripts(lm, methods: list[JavaMethod], settings: TranscriptSett
     meta["generation_seconds"] += seconds
     records = [done[m.sha256] for m in methods]
     answer_tokens = sum(r["answer_tokens"] for r in done.values())
-    meta.update({"format": "nose.transcripts/1", "model": lm.provenance(), "prompt": asdict(prompt),
+    meta.update({"format": "nose.transcripts/1", "model": lm.provenance(), "prompt": prompt.record(),
                  "settings": asdict(settings), "generated": len(done),
                  "dropped_unparsable": sum(not r["parses"] for r in done.values()), "answer_tokens": answer_tokens,
                  "answer_tokens_per_second": round(answer_tokens / meta["generation_seconds"], 2)
@@ -205,15 +209,37 @@ def heldout_of(spec: str) -> str:
     return PREFIX + (f":{path}" if path else "") + ":heldout"
 
 
+def data_source(spec: str, tokenizer) -> str:
+    """``auto``: the task's self-distilled transcripts (``translate``) when the model has a chat
+    template to answer them with, the standard library otherwise; decided by what the model is,
+    never by its name. Any other spec is returned as it is."""
+    if spec != "auto":
+        return spec
+    return PREFIX if getattr(tokenizer, "chat_template", None) else "stdlib"
+
+
 def resolve_source(spec: str, lm, settings: TranscriptSettings = TranscriptSettings(), progress=None,
-                   log=lambda msg: None) -> str:
+                   log=lambda msg: None, needed: int | None = None) -> str:
     """A chat JSONL path for a ``translate`` data source (generating what is missing); any other
-    source is returned as it is."""
+    source is returned as it is.
+
+    ``needed``: only that many usable transcripts of the split are wanted (a search's calibration
+    rows): the split's methods are answered in corpus order, a generation batch at a time, until
+    that many parse, so the rows are the first ones the whole corpus would give, at a fraction of
+    its generation time (every answer is cached and reused by a later full run)."""
     if not is_transcript_source(spec):
         return spec
     path, split = parse_source(spec)
     methods = load_methods(path)
-    transcripts = generate_transcripts(lm, methods, settings, progress=progress, log=log)
+    if needed is None:
+        transcripts = generate_transcripts(lm, methods, settings, progress=progress, log=log)
+    else:
+        in_split = [m for m in methods if split_of(m.name) == split]
+        for end in range(settings.batch_size, len(in_split) + settings.batch_size, settings.batch_size):
+            methods = in_split[:end]
+            transcripts = generate_transcripts(lm, methods, settings, progress=progress, log=log)
+            if len(transcripts.usable(split)) >= needed:
+                break
     summary = transcripts.summary()
     log(f"transcripts: {summary['methods']} methods, {summary['dropped']} answers dropped (Python does not "
         f"parse), {summary['train']} train / {summary['heldout']} held out")

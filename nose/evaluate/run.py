@@ -125,7 +125,7 @@ def run_digests(lm: LoadedModel, samples: list, prompt: PromptConfig, gen: Gener
     hashes the model's spec and folder, as nose did before; it is accepted so that such runs
     still resume.
     """
-    settings = {"prompt": asdict(prompt), "generation": asdict(gen), "drop_attention": sorted(config.drop_attention),
+    settings = {"prompt": prompt.record(), "generation": asdict(gen), "drop_attention": sorted(config.drop_attention),
                 "mode": config.mode, "timeout_s": config.timeout_s, "ids": [s.id for s in samples]}
     if config.replacements is not None:  # only then: digests of earlier runs stay valid
         settings["replacements"] = describe_all(config.replacements)
@@ -248,7 +248,7 @@ def evaluate(lm: LoadedModel, samples: list, prompt: PromptConfig, gen: Generati
                "replacements": describe_all(config.replacements) if config.replacements is not None else None,
                "task": task.name,
                "benchmark": {"path": benchmark_root, "samples": len(samples), "ids": [s.id for s in samples]},
-               "prompt": asdict(prompt), "generation": asdict(gen), "timeout_s": config.timeout_s,
+               "prompt": prompt.record(), "generation": asdict(gen), "timeout_s": config.timeout_s,
                "sandbox": isolation.describe(), "metrics": aggregate(list(done.values()), samples, gen.n), "efficiency": eff,
                "seconds": round(time.perf_counter() - t0, 1), "resumed_samples": resumed, "tool": tool(), "versions": versions(),
                "settings_hash": digest}

@@ -138,7 +138,7 @@ def sweep(lm: LoadedModel, orders: list[Order], ks: list[int], samples: list[Sam
               "mode": kind, "k": ks,
               "orders": [{"label": o.label, "path": o.path, "reverse": o.reverse, "criterion": o.criterion,
                           "layers": list(o.layers)} for o in orders],
-              "prompt": asdict(prompt), "generation": asdict(gen), "timeout_s": config.timeout_s,
+              "prompt": prompt.record(), "generation": asdict(gen), "timeout_s": config.timeout_s,
               "evals": {}, "rows": [], "missing": [], "complete": False, "versions": versions()}
     task = progress.add_task("sweep", total=len(sets)) if progress else None
     for layers in sets:

@@ -1,9 +1,9 @@
-"""Prompts and generation backends for the translation task.
+"""Prompts and generation backends.
 
-The default prompt (overridable with a template file holding ``{java}``; ``{name}`` and
-``{entry_point}`` are filled too) asks for one Python function in a fenced block. Models with a
-chat template get it as one user message (plus the system message, if set); others get the
-plain text followed by ``Python:``.
+A prompt is a task's (:class:`PromptConfig`: a user-message template filled with the task's
+fields, an optional system message, and the cue that ends a plain-text prompt; each task
+declares its own, see :mod:`nose.tasks`). Models with a chat template get it as one user message
+(plus the system message, if set); others get the plain text followed by the cue.
 
 Backends: ``transformers`` (default: batched, left padding, greedy unless a temperature is
 given, ``n`` samples per prompt for pass@k; a completion ends once it has closed a fenced
@@ -14,7 +14,7 @@ it runs to the token limit or end of sequence).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -22,40 +22,42 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 
 from nose.errors import NoseError
 
-DEFAULT_SYSTEM = "You are an expert programmer who translates code between languages."
-DEFAULT_TEMPLATE = ("Translate the following Java function to Python 3. Keep the function name in "
-                    "snake_case, use only the standard library, and answer with the Python function "
-                    "in one ```python code block.\n\n```java\n{java}\n```")
-
-
-@dataclass
+@dataclass(frozen=True)
 class PromptConfig:
-    template: str = DEFAULT_TEMPLATE  # user message; {java}, {name}, {entry_point}
-    system: str | None = DEFAULT_SYSTEM  # None: no system message
+    template: str  # the user message, with {field} placeholders for the task's fields
+    system: str | None = None  # None: no system message
+    cue: str = ""  # ends a plain-text prompt (models without a chat template)
+    required: str = ""  # the placeholder a template file must hold
 
-    @classmethod
-    def from_file(cls, path: Path | None, system: str | None = DEFAULT_SYSTEM) -> "PromptConfig":
+    def with_file(self, path: Path | None, system: str | None) -> "PromptConfig":
+        """This prompt with the template read from ``path`` (when given) and ``system`` as the
+        system message (None: no system message)."""
         if path is None:
-            return cls(system=system)
+            return replace(self, system=system)
         path = Path(path)
         if not path.exists():
             raise NoseError(f"prompt template {path} does not exist")
         text = path.read_text(encoding="utf-8")
-        if "{java}" not in text:
-            raise NoseError(f"prompt template {path} has no {{java}} placeholder")
-        return cls(text, system)
+        if self.required and "{" + self.required + "}" not in text:
+            raise NoseError(f"prompt template {path} has no {{{self.required}}} placeholder")
+        return replace(self, template=text, system=system)
 
-    def messages(self, java: str, name: str, entry_point: str) -> list[dict]:
+    def record(self) -> dict:
+        """What results, digests and cache keys record of the prompt: the template and the system
+        message, as they always have (the cue and placeholder are the task's constants)."""
+        return {"template": self.template, "system": self.system}
+
+    def messages(self, **fields: str) -> list[dict]:
         """The chat turns before the answer: the system message (if any) and the user message."""
-        user = self.template.format(java=java, name=name, entry_point=entry_point)
+        user = self.template.format(**fields)
         return ([{"role": "system", "content": self.system}] if self.system else []) + \
             [{"role": "user", "content": user}]
 
-    def render(self, tokenizer, java: str, name: str, entry_point: str) -> str:
-        messages = self.messages(java, name, entry_point)
+    def render(self, tokenizer, **fields: str) -> str:
+        messages = self.messages(**fields)
         if getattr(tokenizer, "chat_template", None):
             return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return (f"{self.system}\n\n" if self.system else "") + messages[-1]["content"] + "\n\nPython:\n"
+        return (f"{self.system}\n\n" if self.system else "") + messages[-1]["content"] + self.cue
 
 
 @dataclass

@@ -67,15 +67,6 @@ class ShrinkConfig:
             self.fit.validate()
 
 
-def data_source(spec: str, lm: LoadedModel) -> str:
-    """``auto``: the task's self-distilled transcripts (Java→Python) when the model has a chat
-    template to answer them with, the standard library otherwise; decided by what the model is,
-    never by its name."""
-    if spec != "auto":
-        return spec
-    return "translate" if getattr(lm.tokenizer, "chat_template", None) else "stdlib"
-
-
 def layers_from_search(path: str | Path, k: int, weights_sha256: str) -> tuple[list[int], dict]:
     from nose.search.record import read_record
 
@@ -127,22 +118,22 @@ def fitter(lm: LoadedModel, replace: str, spec: str, config: FitConfig = FitConf
     """For a fitted replacement, a function ``layers -> {layer: Replacement}`` fitting on ``spec``
     data (``auto`` as in shrink), for in-memory use by ``evaluate`` and ``sweep`` (the rows are
     built once); None for a parameter-free one."""
-    from nose.data.transcripts import resolve_source
+    from nose.data.transcripts import data_source, resolve_source
 
     kind = replacement(replace)
     if not kind.fitted:
         return None
     config.validate()
-    rows = fit_rows(lm, resolve_source(data_source(spec, lm), lm, progress=progress, log=log), config, log=log)
+    rows = fit_rows(lm, resolve_source(data_source(spec, lm.tokenizer), lm, progress=progress, log=log), config, log=log)
     return lambda layers: kind.fit(lm, layers, rows, config, progress)[0]
 
 
 def build_data(lm: LoadedModel, config: ShrinkConfig, progress=None, log=print) -> ShrinkData:
     """Healing, validation and fit rows (what the configuration needs of them)."""
-    from nose.data.transcripts import heldout_of, is_transcript_source, resolve_source
+    from nose.data.transcripts import data_source, heldout_of, is_transcript_source, resolve_source
     from nose.shrink.data import build_training_rows
 
-    spec = data_source(config.data, lm)
+    spec = data_source(config.data, lm.tokenizer)
     source = resolve_source(spec, lm, progress=progress, log=log)
     data = ShrinkData(source)
     if config.heal.steps > 0:

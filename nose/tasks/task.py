@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from nose.model.generation import PromptConfig
+
 
 @dataclass(frozen=True)
 class Task:
@@ -13,6 +15,7 @@ class Task:
     root: Callable  # (path) -> the benchmark's root folder, or a one-line error when it is not one
     load: Callable  # (root) -> [sample]: the benchmark's samples
     select: Callable  # (samples, ids, limit, stratified) -> [sample]: a subset
+    prompt: PromptConfig  # what the model is asked: the template its fields fill, the system message
     fields: Callable  # (sample) -> {placeholder: value} for the prompt template
     extract: Callable  # (answer text) -> the code in it
     entry_point: Callable  # (code, sample) -> the function to test, or None (no_function)
