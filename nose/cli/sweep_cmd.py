@@ -12,7 +12,7 @@ from nose.cli.common import (DeprecatedModeOpt, DeviceMapOpt, DeviceOpt, DtypeOp
                              resolve_replace,
                              progress_bar, quiet_transformers, stderr_console, user_errors)
 from nose.cli.eval_options import (BatchSizeOpt, BenchmarkOpt, FitDataOpt, FitSamplesOpt, FitTargetOpt, IdsOpt,
-                                   LimitOpt, MaxNewTokensOpt, PromptFileOpt, ReplaceOpt, StratifiedOpt, SystemOpt, TimeoutOpt,
+                                   LimitOpt, MaxNewTokensOpt, PromptFileOpt, ReplaceOpt, StratifiedOpt, SystemOpt, TaskOpt, TimeoutOpt,
                                    UnsafeOpt, WorkersOpt, benchmark_subset, check_replace, fitted_replacements, mode_of,
                                    prompt_and_generation)
 from nose.errors import NoseError
@@ -29,6 +29,7 @@ def sweep(
                                                "(the intact model, k=0, is always evaluated).")] = "1,2,3,6",
     model: ModelOpt = "qwen2.5-coder-0.5b",
     out: Annotated[Path, typer.Option(help="Output folder: sweep.json, sweep.png, evals/.")] = Path("runs/sweep"),
+    task: TaskOpt = "java-python",
     benchmark: BenchmarkOpt = None,
     limit: LimitOpt = None,
     stratified: StratifiedOpt = False,
@@ -75,8 +76,8 @@ def sweep(
     if reference not in [o.label for o in orders]:
         raise NoseError(f"--reference {reference!r} is not one of the orders' labels "
                         f"({', '.join(o.label for o in orders)})")
-    root, samples = benchmark_subset(benchmark, ids, limit, stratified)
-    prompt, gen = prompt_and_generation(prompt_file, system, max_new_tokens, 1, 0.0, batch_size, 0, "transformers")
+    task_, root, samples = benchmark_subset(task, benchmark, ids, limit, stratified)
+    prompt, gen = prompt_and_generation(task_, prompt_file, system, max_new_tokens, 1, 0.0, batch_size, 0, "transformers")
     replace = resolve_replace(replace, mode, "skip", log)
     config = EvalConfig(workers=workers, timeout_s=timeout, mode=mode_of(replace), efficiency=False,
                         unsafe_no_isolation=unsafe_no_isolation)
@@ -90,7 +91,7 @@ def sweep(
     with progress_bar(err) as progress:
         fitter = fitted_replacements(lm, replace, fit_data, fit_samples, fit_target, progress, log)
         record = run_sweep(lm, orders, ks, samples, prompt, gen, config, out, str(root), progress, log,
-                           collect_only=collect_only, fitter=fitter)
+                           collect_only=collect_only, fitter=fitter, task=task_)
     plot = plot_sweep(record, out / "sweep.png")
     if json_out:
         typer.echo(json.dumps({"out": str(out), "sweep_json": str(out / FILENAME), "plot": str(plot),

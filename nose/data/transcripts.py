@@ -62,7 +62,7 @@ def split_of(name: str) -> str:
 
 
 def answer_parses(answer: str) -> bool:
-    from nose.tasks.java_python.extraction import extract_code
+    from nose.tasks.code import extract_code
 
     try:
         ast.parse(extract_code(answer))

@@ -63,7 +63,7 @@ def fidelity(lm: LoadedModel, calib: CalibrationSet, variants: dict[str, Callabl
 
 def program_of(answer: str) -> str:
     """The code of an answer, normalized (``ast.unparse``) so that layout and comments do not count."""
-    from nose.tasks.java_python.extraction import extract_code
+    from nose.tasks.code import extract_code
 
     code = extract_code(answer)
     try:

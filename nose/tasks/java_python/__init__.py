@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from nose.tasks.java_python.benchmark import build_program, find_root, load_benchmark, select, verdict
 from nose.tasks.java_python.corpus import load_methods
-from nose.tasks.java_python.extraction import entry_function, extract_code
+from nose.tasks.code import extract_code
+from nose.tasks.java_python.extraction import entry_function
 from nose.tasks.java_python.overlap import find_overlaps
 from nose.tasks.java_python.prompt import PROMPT
 from nose.tasks.task import Task

