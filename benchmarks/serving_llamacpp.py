@@ -241,7 +241,7 @@ def main() -> None:
                    "rounds": args.rounds, "cpu_cores": os.cpu_count()}
     args.report.parent.mkdir(parents=True, exist_ok=True)
     command = "python benchmarks/serving_llamacpp.py " + " ".join(sys.argv[1:])
-    with atomic_file(args.report.with_suffix(".json")) as f:
+    with atomic_file(args.report.with_name(args.report.name + ".json")) as f:
         f.write(json.dumps({"command": command, "setup": engine_info, "models": summary, "same_graph": same,
                             "rounds": rounds},
                            indent=1) + "\n")
@@ -250,7 +250,7 @@ def main() -> None:
                same.items()), ""]
     for outtype in args.outtype:
         lines += [f"### {outtype}", "", *table(summary, outtype), ""]
-    with atomic_file(args.report.with_suffix(".md")) as f:
+    with atomic_file(args.report.with_name(args.report.name + ".md")) as f:
         f.write("\n".join(lines))
     print("\n".join(lines))
 
