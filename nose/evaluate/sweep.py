@@ -140,7 +140,7 @@ def sweep(lm: LoadedModel, orders: list[Order], ks: list[int], samples: list, pr
                           "layers": list(o.layers)} for o in orders],
               "prompt": prompt.record(), "generation": asdict(gen), "timeout_s": config.timeout_s,
               "evals": {}, "rows": [], "missing": [], "complete": False, "versions": versions()}
-    task = progress.add_task("sweep", total=len(sets)) if progress else None
+    bar = progress.add_task("sweep", total=len(sets)) if progress else None
     for layers in sets:
         name = eval_name(layers, kind if layers else config.mode)  # the intact model is shared
         t0 = time.perf_counter()
@@ -165,7 +165,7 @@ def sweep(lm: LoadedModel, orders: list[Order], ks: list[int], samples: list, pr
         record["rows"] = _rows(orders, ks, record["evals"], kind, config.mode)
         write_json_atomic(out_dir / FILENAME, record)
         if progress:
-            progress.advance(task)
+            progress.advance(bar)
     record["complete"] = not record["missing"]
     write_json_atomic(out_dir / FILENAME, record)
     return record
