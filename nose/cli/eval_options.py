@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -35,15 +34,10 @@ UnsafeOpt = Annotated[bool, typer.Option(
 
 def benchmark_subset(task_name: str, benchmark: Path | None, ids: str | None, limit: int | None, stratified: bool):
     """(task, root, samples) from the task and benchmark options, read through the task."""
-    from nose.tasks import JAVA_PYTHON, get
+    from nose.tasks import get
 
     task = get(task_name)
-    path = benchmark
-    if task is JAVA_PYTHON:
-        path = path or (Path(os.environ["NOSE_BENCHMARK"]) if os.environ.get("NOSE_BENCHMARK") else None)
-        if path is None:
-            raise NoseError("pass --benchmark PATH (a clone of PolyEval/G-TransEval) or set NOSE_BENCHMARK")
-    root = task.root(path)
+    root = task.root(benchmark)
     samples = task.select(task.load(root), [i.strip() for i in ids.split(",")] if ids else None, limit, stratified)
     return task, root, samples
 

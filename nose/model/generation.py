@@ -21,6 +21,7 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 from nose.errors import NoseError
+from nose.files import read_text
 
 @dataclass(frozen=True)
 class PromptConfig:
@@ -34,10 +35,7 @@ class PromptConfig:
         system message (None: no system message)."""
         if path is None:
             return replace(self, system=system)
-        path = Path(path)
-        if not path.exists():
-            raise NoseError(f"prompt template {path} does not exist")
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path, "a prompt template")
         if self.required and "{" + self.required + "}" not in text:
             raise NoseError(f"prompt template {path} has no {{{self.required}}} placeholder")
         return replace(self, template=text, system=system)

@@ -2,17 +2,17 @@
 
 nose's exports are DeciLM checkpoints; llama.cpp's converter maps them to its ``deci``
 architecture (per-layer head counts, ``no_op`` and linear-attention blocks, biases) and every
-other checkpoint to its own architecture. Three gaps in its DECI class are closed here, in the
+other checkpoint to its own architecture. Three gaps in the converter are closed here, in the
 converter's process and with the converter's own code, never by hand-writing what it does:
 
-- it writes a vocabulary only for Llama 3's 128,256-token tokenizer or a SentencePiece Llama
+- its DECI class writes a vocabulary only for Llama 3's 128,256-token tokenizer or a SentencePiece Llama
   tokenizer; any other byte-level BPE vocabulary (SmolLM2, Qwen2.5, deepseek-coder) goes through
   the converter's GPT-2 BPE path, the one its other classes use, which also picks the
   pre-tokenizer by the tokenizer's own behaviour (so prompt token ids equal the tokenizer's);
-- its Qwen2 class (the intact Qwen2.5 a export is compared with) imports ``sentencepiece``
-  before it looks for a SentencePiece model, and falls back to BPE only when there is none;
-  that check is made first, so a byte-level BPE model needs no ``sentencepiece``;
-- for checkpoints with ``block_configs`` it writes no rope scaling but llama3's; linear scaling
+- its Llama and Qwen2 classes (intact models, which exports are measured against) import
+  ``sentencepiece`` before they look for a SentencePiece model, and fall back to BPE only when
+  there is none; that check is made first, so a byte-level BPE model needs no ``sentencepiece``;
+- for checkpoints with ``block_configs`` its DECI class writes no rope scaling but llama3's; linear scaling
   (the design card's model: ×4) is written the way its generic models write it. Other kinds
   are refused rather than silently dropped.
 
@@ -69,7 +69,7 @@ sentencepiece_vocab = TextModel._create_vocab_sentencepiece
 
 
 def create_vocab_sentencepiece(self):
-    # the converter's own contract (Qwen2's set_vocab falls back to BPE on it) before it imports
+    # the converter's own contract (Llama's and Qwen2's set_vocab fall back to BPE on it) before it imports
     # sentencepiece, which a byte-level BPE model never needs
     if not (self.dir_model / "tokenizer.model").is_file():
         raise FileNotFoundError(f"File not found: {self.dir_model / 'tokenizer.model'}")

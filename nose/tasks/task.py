@@ -12,7 +12,7 @@ from nose.model.generation import PromptConfig
 class Task:
     name: str
     summary: str
-    root: Callable  # (path) -> the benchmark's root folder, or a one-line error when it is not one
+    root: Callable  # (path or None: the task's default) -> the benchmark's root, or a one-line error
     load: Callable  # (root) -> [sample]: the benchmark's samples
     select: Callable  # (samples, ids, limit, stratified) -> [sample]: a subset
     prompt: PromptConfig  # what the model is asked: the template its fields fill, the system message

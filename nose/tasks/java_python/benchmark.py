@@ -11,6 +11,7 @@ the candidate's entry function, and a pass prints ``All Passed!``.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -223,8 +224,13 @@ def tests_from_config(question: dict) -> list[dict]:
              "expected": python_literal(case["return"], ret)} for case in question["tests"]]
 
 
-def find_root(path: Path) -> Path:
-    """The clone's root (holding ``G-TransEval/`` and ``TestRunner/``), or a clear error."""
+def find_root(path: Path | None) -> Path:
+    """The clone's root (holding ``G-TransEval/`` and ``TestRunner/``), or a clear error;
+    ``path`` None: ``$NOSE_BENCHMARK``."""
+    if path is None:
+        if not os.environ.get("NOSE_BENCHMARK"):
+            raise NoseError("pass --benchmark PATH (a clone of PolyEval/G-TransEval) or set NOSE_BENCHMARK")
+        path = os.environ["NOSE_BENCHMARK"]
     path = Path(path).expanduser()
     if not path.exists():
         raise NoseError(f"benchmark path {path} does not exist; pass a clone of PolyEval/G-TransEval")
