@@ -2,7 +2,7 @@
 
 Each checkpoint (``label=folder``; the intact ``--model`` is always the first row) answers every
 test method greedily with the evaluation's prompt (``nose.data.transcripts.answer_methods``;
-answers appended to ``--work/answers-<label>.jsonl``, so a stopped run resumes), and each answer
+answers appended to ``--work/answers-<label>.jsonl`` by :mod:`nose.evaluate.heldout_tests`, so a stopped run resumes), and each answer
 runs, sandboxed, against tests made by running the Java (:mod:`nose.tasks.java_python.java_tests`; built
 once into ``--work/cases.json``). The test methods: the held-out split of the shipped corpus and
 every ``--extra-every``-th method of ``--extra`` (hand-written on-task methods that the default
@@ -24,9 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from nose.tasks.java_python.corpus import load_methods, methods_sha256  # noqa: E402
-from nose.data.transcripts import answer_methods, split_of  # noqa: E402
-from nose.tasks.java_python.java_tests import build_cases, read_cases, score_answers, write_cases  # noqa: E402
+from nose.evaluate.heldout_tests import cases_of, heldout_methods, passed_tests  # noqa: E402
+from nose.tasks.java_python.corpus import load_methods  # noqa: E402
 from nose.sandbox import require_isolation  # noqa: E402
 from nose.files import write_json_atomic  # noqa: E402
 from nose.model.loading import load_model  # noqa: E402
@@ -34,7 +33,7 @@ from nose.report.sweep_report import paired_ca_difference  # noqa: E402
 
 
 def scored_methods(extra: Path, every: int):
-    return [m for m in load_methods() if split_of(m.name) == "heldout"] + load_methods(extra)[::every]
+    return heldout_methods() + load_methods(extra)[::every]
 
 
 def main() -> None:
@@ -52,15 +51,9 @@ def main() -> None:
 
     isolation = require_isolation()
     methods = scored_methods(args.extra, args.extra_every)
-    meta = {"methods_sha256": methods_sha256(methods), "inputs_per_method": args.inputs, "seed": 0}
-    cases_path = args.work / "cases.json"
-    if cases_path.exists() and read_cases(cases_path)[2] == meta:
-        cases, left_out, _ = read_cases(cases_path)
-    else:
-        t0 = time.perf_counter()
-        cases, left_out = build_cases(methods, args.inputs)
-        write_cases(cases_path, cases, left_out, meta)
-        print(f"tests for {len(cases)} of {len(methods)} methods in {time.perf_counter() - t0:.0f} s")
+    t0 = time.perf_counter()
+    cases, left_out = cases_of(methods, args.inputs, args.work / "cases.json", log=print)
+    print(f"tests for {len(cases)} of {len(methods)} methods ({time.perf_counter() - t0:.0f} s)")
 
     specs = [("intact", args.model)] + [tuple(s.split("=", 1)) for s in args.checkpoints.split(",") if s]
     rows = []
@@ -68,9 +61,7 @@ def main() -> None:
         lm = load_model(folder, dtype=args.dtype, device=args.device)
         if label == "intact" and lm.absent_attention():
             raise SystemExit(f"--model {folder} has attention removed; pass the intact model")
-        records, seconds = answer_methods(lm, methods, args.work / f"answers-{label}.jsonl", label=label)
-        answers = {sha: r["messages"][-1]["content"] for sha, r in records.items()}
-        passed = score_answers(cases, answers, isolation=isolation)
+        passed, seconds = passed_tests(lm, methods, cases, args.work / f"answers-{label}.jsonl", isolation, label=label)
         row = {"checkpoint": label, "path": str(folder), "removed": lm.absent_attention(),
                "passed_count": sum(passed.values()), "cases": len(cases),
                "ca_percent": 100 * sum(passed.values()) / len(cases), "generation_seconds": round(seconds, 1),

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import pytest
@@ -177,6 +178,43 @@ def test_criterion_settings_errors(tok, calib):
         run_search(lm, calib, SearchConfig(criterion="cosine", target="logits"))
     with pytest.raises(NoseError, match="--target applies to --criterion nose or nose-abs only; kl"):
         run_search(lm, calib, SearchConfig(criterion="kl", target="layer:2"))
+    with pytest.raises(NoseError, match="--screen applies to greedy criteria only; cosine"):
+        run_search(lm, calib, SearchConfig(criterion="cosine", screen=3))
+    with pytest.raises(NoseError, match="--screen must be 0"):
+        run_search(lm, calib, SearchConfig(criterion="kl", screen=-1))
+
+
+def first_rows(cal, n: int):
+    """The first ``n`` rows of a calibration set."""
+    return dataclasses.replace(cal, input_ids=cal.input_ids[:n], attention_mask=cal.attention_mask[:n],
+                               count_mask=cal.count_mask[:n])
+
+
+@pytest.mark.parametrize("criterion,mode", [("kl", "skip"), ("loss", "skip"), ("kl", "linear")])
+def test_screen_scores_every_candidate_on_the_first_batch_and_the_best_on_every_row(criterion, mode, tok, calib):
+    lm = tiny_loaded("llama", tok)
+    settings = dict(criterion=criterion, mode=mode, bootstrap=0, batch_size=2)
+    exact = run_search(lm, calib, SearchConfig(steps=2, **settings))
+    screened = run_search(lm, calib, SearchConfig(steps=2, screen=2, **settings))
+    assert screened["settings"]["screen"] == 2 and exact["settings"]["screen"] == 0
+    whole, step = exact["steps"][0], screened["steps"][0]
+    kept = {c["layer"]: c for c in step["candidates"]}
+    out = {c["layer"]: c["screen_score"] for c in step["screened_out"]}
+    assert len(kept) == 2 and sorted([*kept, *out]) == [c["layer"] for c in whole["candidates"]] == [1, 2, 3, 4, 5]
+    assert step["screen_rows"] == 2
+    assert max(c["screen_score"] for c in kept.values()) <= min(out.values())
+    # the kept candidates read every row exactly as the exact search reads them
+    assert all(kept[c["layer"]]["score"] == c["score"] for c in whole["candidates"] if c["layer"] in kept)
+    if whole["selected"] in kept:
+        assert step["selected"] == whole["selected"]
+    if mode == "skip":  # the screen score is the criterion on the first batch's rows alone
+        head = run_search(lm, first_rows(calib, 2), SearchConfig(steps=1, **settings))
+        screen = {**out, **{i: c["screen_score"] for i, c in kept.items()}}
+        for c in head["steps"][0]["candidates"]:
+            assert screen[c["layer"]] == pytest.approx(c["score"], rel=1e-6, abs=1e-9)
+    # a screen at least as wide as the candidates is the exact step
+    wide = run_search(lm, calib, SearchConfig(steps=2, screen=5, **settings))
+    assert wide["order"] == exact["order"] and "screened_out" not in wide["steps"][0]
 
 
 def test_cli_criterion(saved_tiny, tmp_path):

@@ -24,6 +24,9 @@ from nose.errors import NoseError
 # the replacement a criterion scores under unless --replace says otherwise: the default repair
 # for the output criteria, skipping for NOSE (as published) and the one-shot criteria
 DEFAULT_REPLACE = {"kl": "linear", "loss": "linear"}
+# candidates scored on every row after the first batch screened them (reports/search_speed.md);
+# the published criteria and the one-shot ones score every candidate on every row
+DEFAULT_SCREEN = {"kl": 4, "loss": 4}
 
 
 def _default_out(model: str) -> Path:
@@ -66,6 +69,10 @@ def search(
     pack: Annotated[bool, typer.Option("--pack/--no-pack", help="Pack documents into full rows, or one "
                                        "padded row per document.")] = True,
     batch_size: Annotated[int, typer.Option(help="Rows per forward; bounds the prefix cache memory.")] = 4,
+    screen: Annotated[int | None, typer.Option(
+        help="Greedy criteria: score every candidate on the first batch, then only the best N on every row "
+             "(0: every candidate on every row, the exact greedy step). Default: 4 for kl and loss, 0 "
+             "otherwise.")] = None,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap replicates for TE intervals (0: none).")] = 200,
     seed: Annotated[int, typer.Option(help="Seed for calibration order, bootstrap and --criterion random.")] = 0,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the search.json in --out.")] = False,
@@ -96,7 +103,8 @@ def search(
     previous = read_record(existing) if resume else None
     replace = resolve_replace(replace, mode, DEFAULT_REPLACE.get(criterion.value, "skip"), log)
     config = SearchConfig(steps=steps, criterion=criterion.value, mode=replace, target=target, protect=parse_layers(protect),
-                          protect_layer0=not allow_layer0, seed=seed, bootstrap=bootstrap, batch_size=batch_size)
+                          protect_layer0=not allow_layer0, seed=seed, bootstrap=bootstrap, batch_size=batch_size,
+                          screen=DEFAULT_SCREEN.get(criterion.value, 0) if screen is None else screen)
 
     quiet_transformers()
     ref = resolve_model(model, log=log)  # config only: bad settings fail before weights load

@@ -21,6 +21,15 @@ def shrink(
     search: Annotated[Path | None, typer.Option(help="A search.json (or its folder) to take layers from; the measured best "
                                                            "is nose search --criterion kl --calibration translate.")] = None,
     k: Annotated[int | None, typer.Option(help="With --search: remove its first k layers.")] = None,
+    max_drop: Annotated[str | None, typer.Option(
+        help="With --search instead of --k: the largest k whose repair keeps at least 1 - P of the intact model's "
+             "accuracy on the held-out Java tests (e.g. 5%); scores about log2(steps) + 1 repaired models.")] = None,
+    kv_budget: Annotated[str | None, typer.Option(
+        help="With --search instead of --k: keep at most this share of the KV cache (e.g. 75%): removes at least "
+             "ceil((1 - F) x attention layers); with --max-drop, the floor of its choice.")] = None,
+    budget_methods: Annotated[Path | None, typer.Option(
+        help="With --max-drop: a JSONL of Java methods (name, java) to test instead of the shipped held-out "
+             "split.")] = None,
     replace: Annotated[str | None, typer.Option(
         help="linear (default): each removed attention becomes x + W·LN1(x), W fitted in closed form; skip: "
              "removed (a no-op block); double: h = 2x (folded into later layers); thesis: x + 2·LN1(x) "
@@ -71,6 +80,7 @@ def shrink(
     from nose.shrink.export import check_target
     from nose.shrink.healing import HealConfig
     from nose.replace.ridge import FitConfig
+    from nose.shrink.budget import Budget, parse_share
     from nose.shrink.pipeline import ShrinkConfig, choose_layers
     from nose.shrink.pipeline import shrink as run_shrink
 
@@ -84,6 +94,8 @@ def shrink(
     replace = resolve_replace(replace, mode, "linear", log)
     config = ShrinkConfig(
         layers=parse_layers(layers), search=str(search) if search else None, k=k, replace=replace,
+        budget=Budget(parse_share(max_drop, "--max-drop"), parse_share(kv_budget, "--kv-budget"),
+                      str(budget_methods) if budget_methods else None),
         data=data, text_field=text_field, samples=samples, val_samples=val_samples, seq_len=seq_len, seed=seed,
         fit=FitConfig(samples=fit_samples, seq_len=fit_seq_len, target=fit_target),
         heal=HealConfig(steps=steps, epochs=epochs, schedule=schedule, loss=loss, alpha=alpha, temperature=temperature,

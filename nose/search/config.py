@@ -24,6 +24,7 @@ class SearchConfig:
     seed: int = 0  # bootstrap, calibration order and random-criterion seed
     bootstrap: int = 200  # bootstrap replicates per step; 0 = no intervals
     batch_size: int = 4  # calibration rows per forward; bounds the prefix cache
+    screen: int = 0  # greedy: score every candidate on the first batch, only the best `screen` on all rows; 0: all
 
     def validate(self, num_layers: int, absent: list[int] = ()) -> Target:
         """Check against the model; ``absent``: layers whose attention an export already removed."""
@@ -37,6 +38,11 @@ class SearchConfig:
                             "intact model in one shot")
         if self.batch_size < 1:
             raise NoseError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.screen < 0:
+            raise NoseError(f"--screen must be 0 (no screen) or more, got {self.screen}")
+        if self.screen and not CRITERIA[self.criterion].greedy:
+            raise NoseError(f"--screen applies to greedy criteria only; {self.criterion} ranks every candidate "
+                            "once; pass --screen 0")
         if self.bootstrap < 0:
             raise NoseError(f"--bootstrap must be 0 or more, got {self.bootstrap}")
         free = [n for n, c in CRITERIA.items() if c.greedy and c.target is None]

@@ -5,7 +5,14 @@ the same state S, and the lowest score is removed next. The other candidates' sw
 restored before the next one is tried. Layer inputs are cached per batch
 (:mod:`nose.search.prefix`), so candidate i costs only layers i..last. A criterion that compares
 against the intact model (``kl``) gets the intact model's log-probs at the batch's read
-positions from one extra forward per batch, before the state's switches are applied.
+positions from one extra forward per batch in the first step, before the state's switches are
+applied; later steps re-run only the head on the hidden states kept then
+(:meth:`nose.search.prefix.PrefixRunner.reference`).
+
+Screen (``--screen m``): every candidate is scored on the first batch and only the m best on
+the rest (:func:`score_step`). The exact step's cost is dominated by the candidates' tails (each
+re-runs layers i..last and the head on every row); the screen cuts those to one batch for all
+but m candidates, while the fit, the base pass and the kept candidates' tails stay.
 
 A criterion measures one statistic of a state and scores ``score(value(S), value(S ∪ {i}))``:
 ``TE_i = H(S) − H(S ∪ {i})`` for NOSE, the loss increase for ``loss``, the KL of S ∪ {i} itself
@@ -22,7 +29,7 @@ The fit's forward in state S repeats the scoring's base pass by design: every ma
 from all batches before any batch's tails can run, and keeping each batch's layer inputs
 between the two passes would cost ``layers · rows · seq_len · hidden`` values (0.9 GB in fp32
 for the 32 rows of 315 tokens the Qwen2.5-0.5B search read) to save one of the about fifteen
-full forwards a step runs per batch (fit, intact reference, base, candidates' tails).
+full forwards an exact step runs per batch (fit, base, candidates' tails).
 
 Uncertainty: the calibration samples are resampled with replacement (paired across candidates,
 seeded by ``(seed, step)``) to give a 95 % percentile interval for each score, and the winner's
@@ -35,6 +42,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from nose.errors import NoseError
 from nose.model.loading import LoadedModel
 from nose.model.replacements import Replacement, uniform
 from nose.model.switches import attention_switched
@@ -50,34 +58,60 @@ from nose.replace.ridge import FitConfig
 
 @dataclass
 class StepStats:
-    """Statistics of one step: the base state and each candidate, per sample."""
+    """Statistics of one step: the base state and each candidate scored on every row, per sample;
+    with a screen, ``screen`` holds every candidate's score on the screen rows."""
 
     base: object
     candidates: dict
+    screen: dict | None = None
+    screen_rows: int = 0
 
 
 def score_step(lm: LoadedModel, calib: CalibrationSet, state: dict[int, Replacement],
                candidates: dict[int, Replacement], config: SearchConfig, target: Target, runner: PrefixRunner,
                advance: Callable[[], None] = lambda: None) -> StepStats:
     """Collect the criterion's statistic for ``state`` (the removed layers' replacements) and for
-    each candidate added to it with its replacement."""
+    each candidate added to it with its replacement.
+
+    With ``config.screen = m`` (fewer than the candidates), every candidate is scored on the
+    first batch only (the first batch with a counted token), and only the m best go on through
+    the other batches: the kept candidates' statistics are exactly the exact search's, so the
+    step picks what the exact search would whenever its winner passes the screen."""
     criterion = CRITERIA[config.criterion]
     base = criterion.statistic()
     per = {i: criterion.statistic() for i in candidates}
+    scoring, screen, rows, screen_rows = list(candidates), None, 0, 0
     with TargetHook(target.module(lm.model, lm.adapter)) as hook:
-        for batch in calib.batches(config.batch_size, criterion.positions):
+        for k, batch in enumerate(calib.batches(config.batch_size, criterion.positions)):
             if criterion.reference:
-                batch.reference = runner.reference(batch)
+                batch.reference = runner.reference(batch, k)
             with attention_switched(lm.model, state, adapter=lm.adapter):
                 hook.collect(base, batch)
                 runner.base(batch)
-                for i, replacement in candidates.items():
+                for i in scoring:
                     hook.collect(per[i], batch)
-                    with attention_switched(lm.model, {i: replacement}, adapter=lm.adapter):
+                    with attention_switched(lm.model, {i: candidates[i]}, adapter=lm.adapter):
                         runner.tail(i)
                 hook.collect(None)
+            rows += batch.size
+            if screen is None and 0 < config.screen < len(candidates):
+                screen = _screen_scores(base, per, criterion, f"target {target}")
+                if screen is not None:
+                    scoring = sorted(sorted(candidates, key=lambda i: (screen[i], i))[:config.screen])
+                    screen_rows = rows
             advance()
-    return StepStats(base, per)
+    if screen is None:
+        return StepStats(base, per)
+    return StepStats(base, {i: per[i] for i in scoring}, screen, screen_rows)
+
+
+def _screen_scores(base, per: dict, criterion, where: str) -> dict[int, float] | None:
+    """Each candidate's score on the rows read so far, or None while they hold no counted token."""
+    try:
+        value = base.value(where)
+        return {i: float(criterion.score(value, stat.value(where))) for i, stat in per.items()}
+    except NoseError:
+        return None
 
 
 def candidate_replacements(lm: LoadedModel, calib: CalibrationSet, state: dict[int, Replacement],
@@ -102,7 +136,14 @@ def summarize_step(stats: StepStats, config: SearchConfig, step: int, target: Ta
         w = bootstrap_weights(stats.base.samples, config.bootstrap, config.seed, step)
         vb = stats.base.bootstrap(w, where)
         boot = {i: criterion.score(vb, stats.candidates[i].bootstrap(w, where)) for i in layers}
-    return step_record(step, scores, boot, values=values, base_value=base)
+    entry = step_record(step, scores, boot, values=values, base_value=base)
+    if stats.screen is not None:
+        for c in entry["candidates"]:
+            c["screen_score"] = stats.screen[c["layer"]]
+        entry["screen_rows"] = stats.screen_rows
+        entry["screened_out"] = [{"layer": i, "screen_score": stats.screen[i]}
+                                 for i in sorted(stats.screen, key=lambda i: (stats.screen[i], i)) if i not in scores]
+    return entry
 
 
 def greedy_steps(lm: LoadedModel, calib: CalibrationSet, config: SearchConfig, target: Target,

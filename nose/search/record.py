@@ -2,7 +2,7 @@
 
 Shape (``format: nose.search/2``): ``tool``, ``created``, ``model`` (id, family, layers,
 weights sha256, dtype, device), ``calibration`` (source, samples, seq_len, token-id sha256),
-``settings`` (criterion, mode, target, steps, protect, seed, bootstrap, batch_size), ``score``
+``settings`` (criterion, mode, target, steps, protect, seed, bootstrap, batch_size, screen), ``score``
 (the criterion's kind, score name and unit; lower is removed first), ``steps`` (one record
 each, see :mod:`nose.search.steps`), ``order`` (selected layers in selection order),
 ``complete`` and ``versions``. Every criterion writes this shape. A search resumes from it when
@@ -28,7 +28,8 @@ SHAPE = {"model": {"id": str, "weights_sha256": str, "num_layers": int},
          "calibration": {"token_ids_sha256": str}, "score": {"name": str, "unit": str},
          "steps": [{"selected": int}], "order": [int]}  # what readers of a search file use
 # Settings that must match for a resumed search to give the same result.
-RESUME_KEYS = ("criterion", "mode", "target", "protect", "seed", "bootstrap", "batch_size")
+RESUME_KEYS = ("criterion", "mode", "target", "protect", "seed", "bootstrap", "batch_size", "screen")
+OLD_SETTINGS = {"screen": 0}  # what files written before a setting existed ran with
 
 
 def new_record(model: dict, calibration: dict, settings: dict, score: dict) -> dict:
@@ -60,6 +61,7 @@ def check_resumable(previous: dict, model: dict, calibration: dict, settings: di
                         f"{previous['calibration']['seq_len']}); use the same --calibration, --samples, "
                         "--seq-len and --seed")
     for key in RESUME_KEYS:
-        if previous["settings"].get(key) != settings.get(key):
-            raise NoseError(f"cannot resume: --{key.replace('_', '-')} was {previous['settings'].get(key)!r} "
+        before = previous["settings"].get(key, OLD_SETTINGS.get(key))
+        if before != settings.get(key):
+            raise NoseError(f"cannot resume: --{key.replace('_', '-')} was {before!r} "
                             f"in the search file, now {settings.get(key)!r}")

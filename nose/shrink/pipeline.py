@@ -21,6 +21,7 @@ template (it can answer the task's prompt) and the Python standard library for o
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ from nose.errors import NoseError
 from nose.model.loading import LoadedModel
 from nose.model.replacements import Replacement, uniform
 from nose.model.switches import check_layer_indices
+from nose.shrink.budget import Budget
 from nose.shrink.healing import HealConfig, HealHistory, heal
 from nose.replace import get as replacement
 from nose.replace.ridge import FitConfig
@@ -39,7 +41,8 @@ from nose.replace.ridge import FitConfig
 class ShrinkConfig:
     layers: list[int] = field(default_factory=list)  # attention layers to remove; or take them from `search`
     search: str | None = None  # a search.json (or its folder)
-    k: int | None = None  # with `search`: its first k layers
+    k: int | None = None  # with `search`: its first k layers; or a budget picks k (nose.shrink.budget)
+    budget: Budget = field(default_factory=Budget)
     replace: str = "linear"  # what stands in for each removed attention (nose.replace.KINDS); linear measured
     # best (reports/repair.md)
     data: str = "auto"  # healing and fit data: auto | translate[...] | stdlib | a file or folder
@@ -54,8 +57,13 @@ class ShrinkConfig:
     def validate(self) -> None:
         if bool(self.layers) == bool(self.search):
             raise NoseError("pass exactly one of --layers and --search")
-        if self.search and self.k is None:
-            raise NoseError("--search needs --k (how many of its layers to remove)")
+        self.budget.validate()
+        if self.budget.active and not self.search:
+            raise NoseError("a budget (--max-drop, --kv-budget) picks k from a search's order; pass --search")
+        if self.budget.active and self.k is not None:
+            raise NoseError("pass --k or a budget (--max-drop, --kv-budget), not both")
+        if self.search and self.k is None and not self.budget.active:
+            raise NoseError("--search needs --k (how many of its layers to remove) or a budget (--max-drop, --kv-budget)")
         kind = replacement(self.replace)
         if self.samples < 1 or self.val_samples < 0 or (self.seq_len is not None and self.seq_len < 2):
             raise NoseError("--samples must be at least 1, --val-samples 0 or more and --seq-len at least 2 "
@@ -67,7 +75,8 @@ class ShrinkConfig:
             self.fit.validate()
 
 
-def layers_from_search(path: str | Path, k: int, weights_sha256: str) -> tuple[list[int], dict]:
+def layers_from_search(path: str | Path, k: int | None, weights_sha256: str) -> tuple[list[int], dict]:
+    """The first ``k`` layers of a search's order (all of them for ``k=None``: a budget picks k)."""
     from nose.search.record import read_record
 
     record = read_record(Path(path))
@@ -75,7 +84,7 @@ def layers_from_search(path: str | Path, k: int, weights_sha256: str) -> tuple[l
         raise NoseError(f"the search file is for model {record['model']['id']} (weights "
                         f"{record['model']['weights_sha256'][:12]}), not this one; run nose search on this model")
     order = record["order"]
-    if not 1 <= k <= len(order):
+    if k is not None and not 1 <= k <= len(order):
         raise NoseError(f"--k {k} is out of range: the search selected {len(order)} layers {order}")
     return order[:k], {"search": str(path), "search_order": order, "search_criterion":
                        record["settings"]["criterion"], "k": k}
@@ -174,16 +183,30 @@ def shrink(lm: LoadedModel, config: ShrinkConfig, out: Path, overwrite: bool = F
     if resume and not state.exists():  # before the data and the fit, not after them
         raise NoseError(f"--resume: no healing state at {state}; run without --resume")
     data = build_data(lm, config, progress, log)
+    kind = replacement(config.replace)
+    fits: dict[tuple[int, ...], tuple] = {}  # (replacements, report, wall s, CPU s) by removed layers
+
+    def repaired(layers: list[int]) -> tuple:
+        """A fitted kind's replacements for ``layers`` and fit report, fitted once (a budget scores several cuts)."""
+        if tuple(layers) not in fits:
+            t0, c0 = time.perf_counter(), time.process_time()
+            fitted, report = kind.fit(lm, layers, data.fit, config.fit, progress)
+            fits[tuple(layers)] = fitted, report, time.perf_counter() - t0, time.process_time() - c0
+        return fits[tuple(layers)]
+
+    cost = {"fit_seconds": 0.0, "fit_cpu_seconds": 0.0, "fit_tokens": 0}
+    if config.budget.active:
+        t0 = time.perf_counter()
+        removed, provenance["budget"] = _budget_cut(lm, config, provenance["search_order"], repaired, out, progress,
+                                                    log)
+        provenance["k"] = len(removed)
+        cost["budget_seconds"] = round(time.perf_counter() - t0, 1)
     log(f"attention layers: {lm.num_layers - len(lm.absent_attention())} -> "
         f"{lm.num_layers - len(lm.absent_attention()) - len(removed)} (removing {removed}, "
         f"replacement {config.replace})")
-    cost = {"fit_seconds": 0.0, "fit_cpu_seconds": 0.0, "fit_tokens": 0}
-    kind = replacement(config.replace)
     if kind.fitted:
-        t0, c0 = time.perf_counter(), time.process_time()
-        replacements, fit_report = kind.fit(lm, removed, data.fit, config.fit, progress)
-        cost.update(fit_seconds=round(time.perf_counter() - t0, 1), fit_cpu_seconds=round(time.process_time() - c0, 1),
-                    fit_tokens=fit_report["tokens"])
+        replacements, fit_report, wall, cpu = repaired(removed)
+        cost.update(fit_seconds=round(wall, 1), fit_cpu_seconds=round(cpu, 1), fit_tokens=fit_report["tokens"])
         log(f"{kind.name} fit: held-out error (relative) " + ", ".join(
             f"{i}: {v['heldout_relative_error']:.3f}" for i, v in fit_report["layers"].items()))
     else:
@@ -206,9 +229,36 @@ def shrink(lm: LoadedModel, config: ShrinkConfig, out: Path, overwrite: bool = F
                                                                    "healing": healing, "repair_cost": cost},
                                overwrite=overwrite, extra=_healing_files(history, config, removed, lm.spec))
     state.unlink(missing_ok=True)  # exported: the healing state is no longer needed
+    shutil.rmtree(_budget_work(out), ignore_errors=True)  # and the budget's answers
     return {"out": str(folder), "removed_attention": removed, "replacements": config.replace,
             "healing_steps": config.heal.steps, "tokens": history.tokens,
             "seconds": cost["heal_seconds"], "validation": history.validation, "repair_cost": cost}
+
+
+def _budget_work(out: Path) -> Path:
+    return out.parent / f".{out.name}.budget"
+
+
+def _budget_cut(lm: LoadedModel, config: ShrinkConfig, order: list[int], repaired, out: Path, progress=None,
+                log=print) -> tuple[list[int], dict]:
+    """The first k layers of ``order`` that the budget allows, and the choice's record."""
+    import hashlib
+
+    from nose.shrink.budget import choose_cut, heldout_accuracy
+
+    attention = lm.num_layers - len(lm.absent_attention())
+    accuracy = intact = None
+    if config.budget.max_drop is not None:
+        made = json.dumps([lm.weights_sha256, config.replace, asdict(config.fit), config.data, config.seed])
+        key = hashlib.sha256(made.encode()).hexdigest()[:12]
+        kind = replacement(config.replace)
+        accuracy, intact = heldout_accuracy(
+            lm, config.budget, lambda layers: repaired(layers)[0] if kind.fitted else uniform(layers, config.replace),
+            _budget_work(out), key, progress, log)
+    k, record = choose_cut(order, attention, config.budget, accuracy, intact)
+    log(f"budget: k = {k} of the order {order} (KV cache kept {record['kv_kept']:.0%}"
+        + (f", held-out accuracy kept {record['scores'][str(k)]['kept']:.1%})" if "scores" in record else ")"))
+    return order[:k], record
 
 
 def _healing_files(history: HealHistory, config: ShrinkConfig, removed: list[int], model_id: str):
