@@ -3,8 +3,9 @@
 The defaults are the recipe that measured best (reports/criteria.md, reports/repair.md): the
 ``kl`` criterion, candidates scored under the default repair (``linear``), on the task's
 transcripts where the model has a chat template (only as many as the calibration rows need)
-and on the standard library otherwise. NOSE as published is ``--criterion nose`` (scored with
-the sublayer skipped, as in the paper)."""
+and on the standard library otherwise, every candidate screened on the first batch and the best
+four scored on every row (``--screen``). NOSE as published is ``--criterion nose`` (scored with
+the sublayer skipped, on every row, as in the paper)."""
 
 from __future__ import annotations
 
