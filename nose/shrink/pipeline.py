@@ -187,7 +187,10 @@ def shrink(lm: LoadedModel, config: ShrinkConfig, out: Path, overwrite: bool = F
     fits: dict[tuple[int, ...], tuple] = {}  # (replacements, report, wall s, CPU s) by removed layers
 
     def repaired(layers: list[int]) -> tuple:
-        """A fitted kind's replacements for ``layers`` and fit report, fitted once (a budget scores several cuts)."""
+        """The replacements for ``layers`` and the fit report (None for a parameter-free kind), fitted once
+        (a budget scores several cuts)."""
+        if not kind.fitted:
+            return uniform(layers, config.replace), None, 0.0, 0.0
         if tuple(layers) not in fits:
             t0, c0 = time.perf_counter(), time.process_time()
             fitted, report = kind.fit(lm, layers, data.fit, config.fit, progress)
@@ -204,14 +207,11 @@ def shrink(lm: LoadedModel, config: ShrinkConfig, out: Path, overwrite: bool = F
     log(f"attention layers: {lm.num_layers - len(lm.absent_attention())} -> "
         f"{lm.num_layers - len(lm.absent_attention()) - len(removed)} (removing {removed}, "
         f"replacement {config.replace})")
-    if kind.fitted:
-        replacements, fit_report, wall, cpu = repaired(removed)
+    replacements, fit_report, wall, cpu = repaired(removed)
+    if fit_report:
         cost.update(fit_seconds=round(wall, 1), fit_cpu_seconds=round(cpu, 1), fit_tokens=fit_report["tokens"])
         log(f"{kind.name} fit: held-out error (relative) " + ", ".join(
             f"{i}: {v['heldout_relative_error']:.3f}" for i, v in fit_report["layers"].items()))
-    else:
-        replacements: dict[int, Replacement] = uniform(removed, config.replace)
-        fit_report = None
     c0 = time.process_time()
     history = heal(lm, replacements, data.train, data.val, config.heal, progress,
                    state_path=state if config.heal.steps else None, save_every=save_every, resume=resume)
@@ -251,10 +251,8 @@ def _budget_cut(lm: LoadedModel, config: ShrinkConfig, order: list[int], repaire
     if config.budget.max_drop is not None:
         made = json.dumps([lm.weights_sha256, config.replace, asdict(config.fit), config.data, config.seed])
         key = hashlib.sha256(made.encode()).hexdigest()[:12]
-        kind = replacement(config.replace)
-        accuracy, intact = heldout_accuracy(
-            lm, config.budget, lambda layers: repaired(layers)[0] if kind.fitted else uniform(layers, config.replace),
-            _budget_work(out), key, progress, log)
+        accuracy, intact = heldout_accuracy(lm, config.budget, lambda layers: repaired(layers)[0], _budget_work(out),
+                                            key, progress, log)
     k, record = choose_cut(order, attention, config.budget, accuracy, intact)
     log(f"budget: k = {k} of the order {order} (KV cache kept {record['kv_kept']:.0%}"
         + (f", held-out accuracy kept {record['scores'][str(k)]['kept']:.1%})" if "scores" in record else ")"))
