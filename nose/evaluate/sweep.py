@@ -160,7 +160,8 @@ def sweep(lm: LoadedModel, orders: list[Order], ks: list[int], samples: list, pr
                                  "ca_by_type": {t: v["ca"] for t, v in m["ca_by_type"].items()},
                                  "verdicts": m["verdicts"], "passed": passed_by_id(out_dir / "evals" / name),
                                  **cost(lm, set_config.switched(), config.mode, config.flops_seq_len)}
-        log(f"{name}: CA {m['ca_percent']:.1f} %, BLEU {m['bleu']:.1f}, CodeBLEU {m['codebleu']:.1f}"
+        text = "" if m["bleu"] is None else f", BLEU {m['bleu']:.1f}, CodeBLEU {m['codebleu']:.1f}"
+        log(f"{name}: CA {m['ca_percent']:.1f} %{text}"
             + (" (reused)" if reused else f" ({time.perf_counter() - t0:.0f} s)"))
         record["rows"] = _rows(orders, ks, record["evals"], kind, config.mode)
         write_json_atomic(out_dir / FILENAME, record)

@@ -20,6 +20,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 PANELS = (("ca_percent", "computational accuracy [%]"), ("codebleu", "CodeBLEU [0-100]"), ("bleu", "BLEU [0-100]"))
 
 
+def _value(row: dict, key: str) -> float:
+    """A metric for plotting: NaN (no point) where a task has no reference answers to score text against."""
+    return np.nan if row[key] is None else row[key]
+
+
 def plot_sweep(record: dict, path: Path) -> Path:
     labels = [o["label"] for o in record["orders"]]
     randoms = [o["label"] for o in record["orders"] if o["criterion"] == "random"]
@@ -32,11 +37,12 @@ def plot_sweep(record: dict, path: Path) -> Path:
     for ax, (key, title) in zip(axes, PANELS):
         for n, label in enumerate(drawn):
             rows = by_order[label]
-            ax.plot([r["k"] for r in rows], [r[key] for r in rows], marker=markers[n % len(markers)],
+            ax.plot([r["k"] for r in rows], [_value(r, key) for r in rows], marker=markers[n % len(markers)],
                     color=colours[n % len(colours)], label=label, linestyle="-" if "reverse" not in label else "--")
         if len(randoms) > 1:
             ks = sorted(set.intersection(*({r["k"] for r in by_order[label]} for label in randoms)))
-            values = np.array([[next(r[key] for r in by_order[label] if r["k"] == k) for k in ks] for label in randoms])
+            values = np.array([[next(_value(r, key) for r in by_order[label] if r["k"] == k) for k in ks]
+                               for label in randoms])
             ax.fill_between(ks, values.min(0), values.max(0), color="grey", alpha=0.25,
                             label=f"random ({len(randoms)} seeds: range)")
             ax.plot(ks, values.mean(0), color="grey", linestyle=":", label="random (mean)")

@@ -1,4 +1,5 @@
-"""Turn raw model output into the candidate Python program (every task whose answers are Python).
+"""Turn raw model output into the candidate Python program (every task whose answers are Python),
+and the checked program that tests a named function with test code (HumanEval, a user's JSONL task).
 
 Real output mixes prose, several fenced blocks (tagged or not), truncated fences, example
 calls, ``if __name__ == "__main__":`` blocks and ``input()`` calls. Rules:
@@ -17,6 +18,7 @@ from __future__ import annotations
 import ast
 import re
 
+PASS_MARKER = "__nose_checked_passed__"
 _FENCE = re.compile(r"```[ \t]*([\w+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.S)
 _PY_TAGS = {"", "python", "py", "python3"}
 _CODE_START = re.compile(r"^(def |class |import |from |@|async def )")
@@ -68,3 +70,35 @@ def _calls_input(node: ast.AST) -> bool:
         return False  # a function that reads input fails its tests on its own (stdin is empty)
     return any(isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "input"
                for n in ast.walk(node))
+
+
+def defined_function(code: str, name: str) -> str | None:
+    """``name`` if the code defines it at the top level (or parses not at all: then the test
+    says so), else None (``no_function``)."""
+    try:
+        names = {n.name for n in ast.parse(code).body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    except SyntaxError:
+        return name
+    return name if name in names else None
+
+
+def checked_program(before: str, code: str, test: str, entry: str) -> str:
+    """``before`` (imports, helpers), the answer's code, the test code, ``check(entry)`` when the
+    test defines ``check``, then a marker: the program passes when it exits cleanly with the marker."""
+    try:
+        calls_check = any(isinstance(n, ast.FunctionDef) and n.name == "check" for n in ast.parse(test).body)
+    except SyntaxError:
+        calls_check = False  # the test's own syntax error fails every answer, visibly
+    return f"{before}\n\n{code}\n\n{test}\n\n" + (f"check({entry})\n" if calls_check else "") + \
+        f"print({PASS_MARKER!r})\n"
+
+
+def checked_verdict(outcome) -> str:
+    """passed (clean exit with the marker), wrong (an assertion failed), error, timeout; no_function."""
+    if outcome is None:
+        return "no_function"
+    if outcome.timed_out:
+        return "timeout"
+    if outcome.returncode == 0 and PASS_MARKER in outcome.stdout:
+        return "passed"
+    return "wrong" if "AssertionError" in outcome.stderr else "error"

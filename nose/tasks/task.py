@@ -21,6 +21,6 @@ class Task:
     entry_point: Callable  # (code, sample) -> the function to test, or None (no_function)
     program: Callable  # (code, entry point, sample) -> the sandbox program that tests it
     verdict: Callable  # (sandbox Outcome or None) -> passed | wrong | error | timeout | no_function
-    reference: Callable  # (sample) -> the reference answer's code (BLEU, CodeBLEU)
+    reference: Callable  # (sample) -> the reference answer's code (BLEU, CodeBLEU), or None: no text metrics
     corpus: Callable  # (path or None) -> on-task inputs the project ships (or the user's file)
     overlap: Callable  # (corpus, samples) -> the corpus items too close to benchmark samples

@@ -26,12 +26,11 @@ from pathlib import Path
 
 from nose.errors import NoseError
 from nose.model.generation import PromptConfig
-from nose.tasks.code import extract_code
+from nose.tasks.code import checked_program, checked_verdict, defined_function, extract_code
 from nose.tasks.task import Task
 
 PROMPT = PromptConfig("Please provide a self-contained Python script that solves the following problem in a "
                       "markdown code block:\n```\n{prompt}\n```", None, cue="\n", required="prompt")
-PASS_MARKER = "__nose_humaneval_passed__"
 
 
 @dataclass(frozen=True)
@@ -101,32 +100,6 @@ def _context(problem: Problem) -> str:
                        if not (isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == problem.entry))
 
 
-def entry_point(code: str, problem: Problem) -> str | None:
-    """The problem's function if the code defines it at the top level (or parses not at all:
-    then the test says so), else None."""
-    try:
-        names = {n.name for n in ast.parse(code).body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
-    except SyntaxError:
-        return problem.entry
-    return problem.entry if problem.entry in names else None
-
-
-def program(code: str, entry: str, problem: Problem) -> str:
-    return (f"{_context(problem)}\n\n{code}\n\n{problem.test}\n\ncheck({entry})\n"
-            f"print({PASS_MARKER!r})\n")
-
-
-def verdict(outcome) -> str:
-    """passed (``check`` returned), wrong (an assertion failed), error, timeout; no_function."""
-    if outcome is None:
-        return "no_function"
-    if outcome.timed_out:
-        return "timeout"
-    if outcome.returncode == 0 and PASS_MARKER in outcome.stdout:
-        return "passed"
-    return "wrong" if "AssertionError" in outcome.stderr else "error"
-
-
 def _no_corpus(path=None):
     raise NoseError("the humaneval task ships no on-task corpus; transcripts and fits use java-python's "
                     "or a file you pass (--data)")
@@ -141,9 +114,9 @@ TASK = Task(
     prompt=PROMPT,
     fields=lambda p: {"prompt": p.prompt.strip("\n")},
     extract=extract_code,
-    entry_point=entry_point,
-    program=program,
-    verdict=verdict,
+    entry_point=lambda code, p: defined_function(code, p.entry),
+    program=lambda code, entry, p: checked_program(_context(p), code, p.test, entry),
+    verdict=checked_verdict,
     reference=lambda p: p.prompt + p.solution,
     corpus=_no_corpus,
     overlap=lambda corpus, problems: [],
