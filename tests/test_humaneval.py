@@ -68,6 +68,10 @@ def test_cli_evaluates_humaneval_without_a_benchmark_path(saved_tiny, tmp_path):
     assert results["prompt"]["template"] == task.prompt.template
     records = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
     assert {r["id"] for r in records} == {"HumanEval/0", "HumanEval/1"}
+    # the assistant turn was opened with EvalPlus's response prefix and a python fence: the answer holds it
+    assert all(r["prompt"].endswith(task.prompt.answer_start) and r["outputs"][0].startswith(task.prompt.answer_start)
+               for r in records)
+    assert results["prompt"]["answer_start"] == task.prompt.answer_start
     bad = runner.invoke(app, ["evaluate", "--task", "humaneval", "--model", str(saved_tiny("llama")),
                               "--benchmark", str(tmp_path), "--out", str(tmp_path / "x")])
     assert bad.exit_code == 2 and "name a HumanEval.jsonl" in bad.stderr

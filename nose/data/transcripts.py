@@ -147,7 +147,7 @@ def answer_methods(lm, methods: list[JavaMethod], path: Path, settings: Transcri
             for m, (answer,) in zip(batch, outputs):
                 rec = {"java_sha256": m.sha256, "name": m.name, "split": split_of(m.name),
                        "messages": prompt.messages(**fields(m))
-                       + [{"role": "assistant", "content": answer}],
+                       + [{"role": "assistant", "content": prompt.answer(answer)}],
                        "parses": answer_parses(answer),
                        "answer_tokens": len(lm.tokenizer(answer, add_special_tokens=False)["input_ids"])}
                 done[m.sha256] = rec

@@ -233,6 +233,7 @@ def evaluate(lm: LoadedModel, samples: list, prompt: PromptConfig, gen: Generati
                 if outputs is None:
                     outputs = generate_transformers(lm.model, lm.tokenizer, [rendered[s.id] for s in batch], gen)
                 gen_s = (time.perf_counter() - t_batch) / len(batch)
+                outputs = [[prompt.answer(o) for o in outs] for outs in outputs]
                 for s, rec in zip(batch, test_outputs(batch, outputs, limits, config.workers, isolation, task)):
                     rec.update(prompt=rendered[s.id], generation_seconds=round(gen_s, 3), settings_hash=digest)
                     done[s.id] = rec

@@ -29,6 +29,7 @@ class PromptConfig:
     system: str | None = None  # None: no system message
     cue: str = ""  # ends a plain-text prompt (models without a chat template)
     required: str = ""  # the placeholder a template file must hold
+    answer_start: str = ""  # the assistant turn begins with it (EvalPlus's response prefix); part of the answer
 
     def with_file(self, path: Path | None, system: str | None) -> "PromptConfig":
         """This prompt with the template read from ``path`` (when given) and ``system`` as the
@@ -43,7 +44,8 @@ class PromptConfig:
     def record(self) -> dict:
         """What results, digests and cache keys record of the prompt: the template and the system
         message, as they always have (the cue and placeholder are the task's constants)."""
-        return {"template": self.template, "system": self.system}
+        return {"template": self.template, "system": self.system} | \
+            ({"answer_start": self.answer_start} if self.answer_start else {})
 
     def messages(self, **fields: str) -> list[dict]:
         """The chat turns before the answer: the system message (if any) and the user message."""
@@ -52,10 +54,17 @@ class PromptConfig:
             [{"role": "user", "content": user}]
 
     def render(self, tokenizer, **fields: str) -> str:
+        """The text the model continues: the chat turns and the opened assistant turn, which starts
+        with ``answer_start``."""
         messages = self.messages(**fields)
         if getattr(tokenizer, "chat_template", None):
-            return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return (f"{self.system}\n\n" if self.system else "") + messages[-1]["content"] + self.cue
+            return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) + \
+                self.answer_start
+        return (f"{self.system}\n\n" if self.system else "") + messages[-1]["content"] + self.cue + self.answer_start
+
+    def answer(self, generated: str) -> str:
+        """The whole answer: what the assistant turn started with, then what the model generated."""
+        return self.answer_start + generated
 
 
 @dataclass

