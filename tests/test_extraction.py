@@ -68,3 +68,19 @@ def test_generation_stop_pattern_can_be_chosen():
     any_block = re.compile(r"```[^\n]*\n(?:(?!```).)*```", re.S)
     assert CodeBlockClosed(tok, prompt.shape[1])(batch, None).tolist() == [False]  # no def: the default goes on
     assert CodeBlockClosed(tok, prompt.shape[1], any_block)(batch, None).tolist() == [True]
+
+
+def test_generation_stop_reads_the_answer_opened_in_the_prompt():
+    """HumanEval's prompt opens the answer with a python fence: the new text only closes it."""
+    import torch
+
+    from nose.model.generation import CodeBlockClosed
+    from nose.testing import tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    opened = "Here it is:\n```python\n"
+    prompt = tok("Write:" + opened, return_tensors="pt").input_ids
+    body = tok("def f(a):\n    return a\n```", return_tensors="pt").input_ids
+    batch = torch.cat([prompt, body], dim=1)
+    assert CodeBlockClosed(tok, prompt.shape[1])(batch, None).tolist() == [False]  # the fence's opening is unseen
+    assert CodeBlockClosed(tok, prompt.shape[1], answer_start=opened)(batch, None).tolist() == [True]

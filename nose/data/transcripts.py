@@ -142,7 +142,8 @@ def answer_methods(lm, methods: list[JavaMethod], path: Path, settings: Transcri
         for k in range(0, len(todo), settings.batch_size):
             batch = todo[k:k + settings.batch_size]
             t0 = time.perf_counter()
-            outputs = generate_transformers(lm.model, lm.tokenizer, [rendered[m.sha256] for m in batch], gen)
+            outputs = generate_transformers(lm.model, lm.tokenizer, [rendered[m.sha256] for m in batch], gen,
+                                            answer_start=prompt.answer_start)
             seconds += time.perf_counter() - t0
             for m, (answer,) in zip(batch, outputs):
                 rec = {"java_sha256": m.sha256, "name": m.name, "split": split_of(m.name),

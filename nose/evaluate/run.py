@@ -231,7 +231,8 @@ def evaluate(lm: LoadedModel, samples: list, prompt: PromptConfig, gen: Generati
             for batch, outputs in chunks:
                 t_batch = time.perf_counter()
                 if outputs is None:
-                    outputs = generate_transformers(lm.model, lm.tokenizer, [rendered[s.id] for s in batch], gen)
+                    outputs = generate_transformers(lm.model, lm.tokenizer, [rendered[s.id] for s in batch], gen,
+                                                    answer_start=prompt.answer_start)
                 gen_s = (time.perf_counter() - t_batch) / len(batch)
                 outputs = [[prompt.answer(o) for o in outs] for outs in outputs]
                 for s, rec in zip(batch, test_outputs(batch, outputs, limits, config.workers, isolation, task)):

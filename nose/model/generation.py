@@ -104,10 +104,11 @@ class CodeBlockClosed(StoppingCriteria):
     the generated length, not quadratic.
     """
 
-    def __init__(self, tokenizer, prompt_len: int, pattern: re.Pattern = _CLOSED_DEF_BLOCK):
+    def __init__(self, tokenizer, prompt_len: int, pattern: re.Pattern = _CLOSED_DEF_BLOCK, answer_start: str = ""):
         self.tokenizer = tokenizer
         self.pattern = pattern
         self.prompt_len = prompt_len
+        self.answer_start = answer_start  # the answer's opening, already in the prompt (e.g. an opened fence)
         self.closed: torch.Tensor | None = None  # (B,) bool
         self._backtick: dict[int, bool] = {}
 
@@ -121,17 +122,19 @@ class CodeBlockClosed(StoppingCriteria):
             self.closed = torch.zeros(input_ids.shape[0], dtype=torch.bool)
         for row, token in enumerate(input_ids[:, -1].tolist()):
             if not self.closed[row] and self._has_backtick(token):
-                text = self.tokenizer.decode(input_ids[row, self.prompt_len:], skip_special_tokens=True)
+                text = self.answer_start + self.tokenizer.decode(input_ids[row, self.prompt_len:],
+                                                                 skip_special_tokens=True)
                 self.closed[row] = bool(self.pattern.search(text))
         return self.closed.to(input_ids.device)
 
 
 @torch.no_grad()
 def generate_transformers(model, tokenizer, prompts: list[str], config: GenerationConfig,
-                          stop_pattern: re.Pattern = _CLOSED_DEF_BLOCK) -> list[list[str]]:
+                          stop_pattern: re.Pattern = _CLOSED_DEF_BLOCK, answer_start: str = "") -> list[list[str]]:
     """n completions per prompt (prompt text excluded), batched with left padding. With
-    ``config.stop_at_code`` a completion ends once its new text matches ``stop_pattern`` (by
-    default: a closed fenced block holding a ``def``).
+    ``config.stop_at_code`` a completion ends once the answer (``answer_start``, which the
+    prompts end with, then the new text) matches ``stop_pattern`` (by default: a closed fenced
+    block holding a ``def``).
 
     The tokenizer is left as it was: its padding side is restored afterwards, and one without a
     pad token pads with its EOS token (or id 0) for this call only.
@@ -152,7 +155,7 @@ def generate_transformers(model, tokenizer, prompts: list[str], config: Generati
     sampling = config.temperature > 0
     if sampling:
         torch.manual_seed(config.seed)
-    stop = CodeBlockClosed(tokenizer, enc["input_ids"].shape[1], stop_pattern)
+    stop = CodeBlockClosed(tokenizer, enc["input_ids"].shape[1], stop_pattern, answer_start)
     out = model.generate(input_ids=enc["input_ids"].to(device), attention_mask=enc["attention_mask"].to(device),
                          max_new_tokens=config.max_new_tokens, do_sample=sampling,
                          temperature=config.temperature if sampling else None,
