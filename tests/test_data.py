@@ -236,7 +236,7 @@ def test_a_search_answers_only_the_methods_its_rows_need(tok, tmp_path, monkeypa
     write_methods(methods, tmp_path / "m.jsonl")
     answered = []  # a tiny random model's answers never parse: answer with a function that does
 
-    def generate(model, tokenizer, prompts, gen):
+    def generate(model, tokenizer, prompts, gen, **kwargs):
         answered.extend(prompts)
         return [("```python\ndef f(x):\n    return x\n```",) for _ in prompts]
 
@@ -262,3 +262,38 @@ def test_real_model_transcripts_calibrate_on_answers():
     path = result.write_split("train", "test")
     cal = build_calibration(lm.tokenizer, str(path), samples=6, seq_len=256, count="answer")
     assert 0 < cal.counted_tokens < cal.tokens and cal.describe()["count"] == "answer"
+
+
+def test_complete_transcripts_answer_the_function_corpus_in_the_humaneval_prompt_and_mix(tok, tmp_path, monkeypatch):
+    """``complete``: the shipped docstring problems in HumanEval's prompt (the answer opened with
+    its response prefix), split by name; ``translate+complete``: one file with both train splits;
+    its held-out counterpart mixes both held-out splits."""
+    import nose.model.generation as generation
+    from nose.tasks import HUMANEVAL
+    from nose.tasks.java_python.corpus import write_methods
+
+    monkeypatch.setenv("NOSE_CACHE", str(tmp_path / "cache"))
+    lm = tiny_loaded("llama", tok)
+    write_methods(load_methods()[:10], tmp_path / "m.jsonl")
+
+    def generate(model, tokenizer, prompts, gen, answer_start=""):
+        return [("def f(x):\n    return x\n```",) for _ in prompts]
+
+    monkeypatch.setattr(generation, "generate_transformers", generate)
+    settings = transcripts.TranscriptSettings(max_new_tokens=4, batch_size=8)
+    view = transcripts.resolve_source("complete", lm, settings)
+    records = [json.loads(line) for line in Path(view).read_text().splitlines()]
+    train = [p for p in HUMANEVAL.corpus() if transcripts.split_of(p.name) == "train"]
+    assert [r["name"] for r in records] == [p.entry for p in train] and 0 < len(train) < 72
+    user, answer = records[0]["messages"][-2]["content"], records[0]["messages"][-1]["content"]
+    assert train[0].prompt.strip() in user and "markdown code block" in user
+    assert answer == HUMANEVAL.prompt.answer_start + "def f(x):\n    return x\n```"
+
+    mix = f"translate:{tmp_path / 'm.jsonl'}+complete"
+    assert transcripts.is_transcript_source(mix) and not transcripts.is_transcript_source("translate+stdlib")
+    assert transcripts.heldout_of(mix) == f"translate:{tmp_path / 'm.jsonl'}:heldout+complete:heldout"
+    both = Path(transcripts.resolve_source(mix, lm, settings)).read_text().splitlines()
+    java = Path(transcripts.resolve_source(f"translate:{tmp_path / 'm.jsonl'}", lm, settings)).read_text().splitlines()
+    assert both == java + Path(view).read_text().splitlines() and java
+    with pytest.raises(NoseError, match="held-out split"):
+        transcripts.heldout_of("complete:heldout")

@@ -78,3 +78,25 @@ def test_cli_evaluates_humaneval_without_a_benchmark_path(saved_tiny, tmp_path):
     unknown = runner.invoke(app, ["evaluate", "--task", "mbpp", "--model", str(saved_tiny("llama")),
                                   "--out", str(tmp_path / "y")])
     assert unknown.exit_code == 2 and "unknown --task 'mbpp'" in unknown.stderr
+
+
+def test_the_shipped_function_corpus_is_apart_from_humaneval_and_its_solutions_pass(problems):
+    """The docstring-to-function problems nose ships (fit data of another kind than translation):
+    no shared entry point, no BLEU-4 above 0.5 against any HumanEval problem, and every
+    canonical solution passes its own check in the sandbox (a broken one would not)."""
+    from nose.tasks.humaneval.corpus import python_tokens
+    from nose.tasks.overlap import max_bleu
+
+    corpus = task.corpus()
+    assert len(corpus) == 72 and len({p.entry for p in corpus}) == 72 and corpus[0].id.startswith("nose/")
+    assert task.overlap(corpus, problems) == []
+    score, _, _ = max_bleu([(p.entry, python_tokens(p.prompt + p.solution)) for p in corpus],
+                           [(b.id, python_tokens(b.prompt + b.solution)) for b in problems])
+    assert score < 0.5
+    copied = problems[0]
+    assert {o.kind for o in task.overlap([copied], problems)} == {"name", "bleu"}  # the check can fail
+    answers = [[fenced(p.prompt[p.prompt.index("def " + p.entry):] + p.solution)] for p in corpus]
+    records = judge(corpus, answers, Limits(wall_s=20, cpu_s=10), workers=2, task=task)
+    assert [(r["id"], r["verdicts"][0]) for r in records if r["verdicts"] != ["passed"]] == []
+    broken = fenced(f"def {corpus[0].entry}(text):\n    return -1\n")
+    assert judge(corpus[:1], [[broken]], Limits(wall_s=20, cpu_s=10), workers=2, task=task)[0]["verdicts"] == ["wrong"]

@@ -11,7 +11,7 @@ import typer
 from nose.cli.common import (DeviceMapOpt, DeviceOpt, DtypeOpt, JsonOpt, ModelOpt, progress_bar, quiet_transformers,
                              stderr_console, user_errors)
 
-app = typer.Typer(help="Task-shaped data: Java methods and the model's own translations of them.",
+app = typer.Typer(help="Task-shaped data: Java methods, and the model's own answers to the shipped inputs.",
                   no_args_is_help=True)
 
 
@@ -61,8 +61,11 @@ def harvest(
 @user_errors
 def transcripts(
     model: ModelOpt = "qwen2.5-coder-0.5b",
-    java: Annotated[Path | None, typer.Option(help="JSONL of Java methods (default: the corpus shipped "
-                                                    "with nose).")] = None,
+    source: Annotated[str, typer.Option(help="translate (Java methods, the java-python prompt) or complete "
+                                             "(docstring-to-function problems, the humaneval prompt).")] = "translate",
+    inputs: Annotated[Path | None, typer.Option("--inputs", "--java", help=(
+        "The inputs to answer: a JSONL of Java methods for translate, of problems in HumanEval's format for "
+        "complete (default: the corpus shipped with nose)."))] = None,
     max_new_tokens: Annotated[int, typer.Option(help="Answer length limit in tokens.")] = 384,
     batch_size: Annotated[int, typer.Option(help="Prompts per generation batch.")] = 16,
     dtype: DtypeOpt = "auto",
@@ -70,18 +73,21 @@ def transcripts(
     device_map: DeviceMapOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Translate the Java methods with the intact model (cached, resumable) and write the chat JSONL splits."""
-    from nose.tasks.java_python.corpus import load_methods, methods_sha256
-    from nose.data.transcripts import TranscriptSettings, generate_transcripts
+    """Answer the shipped inputs with the intact model (cached, resumable) and write the chat JSONL splits."""
+    from nose.tasks.java_python.corpus import methods_sha256
+    from nose.data.transcripts import SOURCES, TranscriptSettings, generate_transcripts
+    from nose.errors import NoseError
     from nose.model.loading import load_model
 
     err, log = stderr_console()
-    methods = load_methods(java)
+    if source not in SOURCES:
+        raise NoseError(f"unknown --source {source!r}; choose {' or '.join(SOURCES)}")
+    methods = SOURCES[source].load(inputs)
     quiet_transformers()
     lm = load_model(model, dtype=dtype, device=device, device_map=device_map, log=log)
     with progress_bar(err) as progress:
         result = generate_transcripts(lm, methods, TranscriptSettings(max_new_tokens, batch_size), progress=progress,
-                                      log=log)
+                                      log=log, source=SOURCES[source])
     paths = {split: str(result.write_split(split, methods_sha256(methods))) for split in ("train", "heldout")}
     meta = json.loads((result.folder / "transcripts.json").read_text())
     summary = {**result.summary(), "files": paths, "cache": str(result.folder),
@@ -89,7 +95,7 @@ def transcripts(
     if json_out:
         typer.echo(json.dumps(summary, indent=2))
     else:
-        typer.echo(f"{summary['methods']} transcripts ({summary['dropped']} dropped: Python does not parse), "
+        typer.echo(f"{summary['methods']} {source} transcripts ({summary['dropped']} dropped: Python does not parse), "
                    f"{summary['train']} train / {summary['heldout']} held out; "
                    f"{meta['answer_tokens_per_second']} answer tokens/s\n"
                    f"train: {paths['train']}\nheld out: {paths['heldout']}")

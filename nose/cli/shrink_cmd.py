@@ -52,7 +52,8 @@ def shrink(
                                         "linear repair, reports/repair.md).")] = 1e-5,
     batch_size: Annotated[int, typer.Option(help="Rows per optimizer step.")] = 4,
     data: Annotated[str, typer.Option(help="Healing and fit data: auto (translate for a model with a chat template, else "
-                                           "stdlib), translate[:FILE], stdlib, a text/.jsonl file or a folder.")] = "auto",
+                                           "stdlib), translate[:FILE], complete (docstring-to-function answers), "
+                                           "translate+complete, stdlib, a text/.jsonl file or a folder.")] = "auto",
     text_field: Annotated[str, typer.Option(help="JSONL text field.")] = "text",
     samples: Annotated[int, typer.Option(help="Healing rows.")] = 256,
     val_samples: Annotated[int, typer.Option(help="Validation rows (the held-out transcripts for translate).")] = 16,

@@ -1,12 +1,18 @@
-"""Self-distilled transcripts: Java methods translated by the intact model itself.
+"""Self-distilled transcripts: on-task inputs the project ships, answered by the intact model itself.
 
-Each method is put into exactly the chat prompt ``nose evaluate`` uses
-(the task's :data:`~nose.tasks.java_python.prompt.PROMPT`, the method as ``{java}``, its name as
-``{name}`` and its snake_case form as ``{entry_point}``) and answered greedily by the intact
-model, with the same stop rule as the evaluation (a closed fenced block holding a ``def``). The
-transcripts carry the model's own distribution on the task, without labels (self-data
-distillation, Thangarasa et al., 2024), so calibration statistics and healing targets stay
-on-task. G-TransEval is never used.
+Two sources, each a task's corpus put into exactly the chat prompt ``nose evaluate`` uses for
+that task and answered greedily by the intact model, with the evaluation's stop rule (a closed
+fenced block holding a ``def``):
+
+- ``translate``: the shipped Java methods (:mod:`nose.tasks.java_python.corpus`) in the
+  java-python prompt (the method as ``{java}``, its name as ``{name}``, its snake_case form as
+  ``{entry_point}``);
+- ``complete``: the shipped docstring-to-function problems (:mod:`nose.tasks.humaneval.corpus`)
+  in the humaneval prompt.
+
+The transcripts carry the model's own distribution on the task, without labels (self-data
+distillation, Thangarasa et al., 2024), so calibration statistics, fits and healing targets stay
+on-task. No benchmark is ever used. ``a+b`` mixes sources: the conversations of each, one file.
 
 Cache: ``$NOSE_CACHE/transcripts/<weights sha256[:16]>-<settings hash>/`` (``$NOSE_CACHE``
 defaults to ``~/.cache/nose``): ``generated.jsonl`` (one record per method, keyed by the sha256
@@ -21,7 +27,9 @@ kept in the cache but left out of both splits (``transcripts.json`` counts them)
 
 Data sources (``--calibration`` / ``--data``): ``translate`` (the shipped corpus, train split),
 ``translate:heldout``, ``translate:PATH`` and ``translate:PATH:heldout`` (a JSONL of methods, e.g.
-from ``nose data harvest``).
+from ``nose data harvest``); ``complete`` and ``complete:heldout`` (``complete:PATH``: problems
+in HumanEval's format); ``translate+complete`` (both train splits; ``heldout`` validation: both
+held-out splits).
 """
 
 from __future__ import annotations
@@ -34,6 +42,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from typing import Callable
+
 from nose.tasks.java_python.corpus import JavaMethod, load_methods, methods_sha256
 from nose.tasks.java_python.extraction import snake_case
 from nose.tasks.java_python.prompt import PROMPT
@@ -43,6 +53,7 @@ from nose.files import atomic_file, write_json_atomic
 HELDOUT_PERCENT = 20
 SPLITS = ("train", "heldout")
 PREFIX = "translate"
+MIX = "+"
 
 
 @dataclass(frozen=True)
@@ -54,6 +65,30 @@ class TranscriptSettings:
 def fields(method: JavaMethod) -> dict[str, str]:
     """The prompt's fields for a shipped method, as the benchmark's samples fill them."""
     return {"java": method.java, "name": method.name, "entry_point": snake_case(method.name)}
+
+
+@dataclass(frozen=True)
+class Source:
+    """One kind of transcript: a task's shipped inputs (each with ``sha256`` and ``name``) and
+    the prompt they are answered in."""
+    prefix: str
+    load: Callable  # (path or None: the shipped corpus) -> inputs
+    prompt: Callable  # () -> the task's PromptConfig
+    fields: Callable  # input -> the prompt's fields
+    key: str  # the record field holding an input's sha256
+
+
+def _humaneval():
+    from nose.tasks import HUMANEVAL
+
+    return HUMANEVAL
+
+
+SOURCES = {
+    PREFIX: Source(PREFIX, load_methods, lambda: PROMPT, fields, "java_sha256"),
+    "complete": Source("complete", lambda path=None: _humaneval().corpus(path), lambda: _humaneval().prompt,
+                       lambda p: _humaneval().fields(p), "prompt_sha256"),
+}
 
 
 def split_of(name: str) -> str:
@@ -119,16 +154,18 @@ class Transcripts:
                 "answer_tokens": sum(r["answer_tokens"] for r in self.records)}
 
 
-def answer_methods(lm, methods: list[JavaMethod], path: Path, settings: TranscriptSettings = TranscriptSettings(),
-                   prompt=None, progress=None, label: str = "answers") -> tuple[dict[str, dict], float]:
-    """Answer every method whose record is not yet in the JSONL ``path`` with ``lm`` as it is (an
-    exported or changed model too), greedily, appending one record per method (keyed by the
-    sha256 of its Java; fsynced per batch, so a killed run resumes). Returns every record in
-    ``path`` by that key, and the seconds this call spent generating."""
+def answer_methods(lm, methods: list, path: Path, settings: TranscriptSettings = TranscriptSettings(),
+                   prompt=None, progress=None, label: str = "answers",
+                   source: Source = SOURCES[PREFIX]) -> tuple[dict[str, dict], float]:
+    """Answer every input of ``source`` (a Java method by default) whose record is not yet in the
+    JSONL ``path`` with ``lm`` as it is (an exported or changed model too), greedily, appending
+    one record per input (keyed by its sha256; fsynced per batch, so a killed run resumes).
+    Returns every record in ``path`` by that key, and the seconds this call spent generating."""
     from nose.model.generation import GenerationConfig, generate_transformers
 
-    prompt = prompt or PROMPT
-    done = read_appended(path, "java_sha256")
+    prompt = prompt or source.prompt()
+    fields = source.fields
+    done = read_appended(path, source.key)
     todo = [m for m in dict((m.sha256, m) for m in methods).values() if m.sha256 not in done]
     seconds = 0.0
     if not todo:
@@ -146,7 +183,7 @@ def answer_methods(lm, methods: list[JavaMethod], path: Path, settings: Transcri
                                             answer_start=prompt.answer_start)
             seconds += time.perf_counter() - t0
             for m, (answer,) in zip(batch, outputs):
-                rec = {"java_sha256": m.sha256, "name": m.name, "split": split_of(m.name),
+                rec = {source.key: m.sha256, "name": m.name, "split": split_of(m.name),
                        "messages": prompt.messages(**fields(m))
                        + [{"role": "assistant", "content": prompt.answer(answer)}],
                        "parses": answer_parses(answer),
@@ -160,10 +197,11 @@ def answer_methods(lm, methods: list[JavaMethod], path: Path, settings: Transcri
     return done, seconds
 
 
-def generate_transcripts(lm, methods: list[JavaMethod], settings: TranscriptSettings = TranscriptSettings(),
-                         prompt=None, progress=None, log=lambda msg: None) -> Transcripts:
-    """Answer every method not yet in the cache with the intact model; return all their records."""
-    prompt = prompt or PROMPT
+def generate_transcripts(lm, methods: list, settings: TranscriptSettings = TranscriptSettings(),
+                         prompt=None, progress=None, log=lambda msg: None,
+                         source: Source = SOURCES[PREFIX]) -> Transcripts:
+    """Answer every input not yet in the cache with the intact model; return all their records."""
+    prompt = prompt or source.prompt()
     if lm.absent_attention():
         raise NoseError("transcripts come from the intact model; this one has attention removed or switched off")
     folder = cache_folder(lm.weights_sha256, settings, prompt)
@@ -171,10 +209,11 @@ def generate_transcripts(lm, methods: list[JavaMethod], settings: TranscriptSett
     generated = folder / "generated.jsonl"
     meta_path = folder / "transcripts.json"
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {"generation_seconds": 0.0}
-    missing = len({m.sha256 for m in methods} - set(read_appended(generated, "java_sha256")))
+    missing = len({m.sha256 for m in methods} - set(read_appended(generated, source.key)))
     if missing:
-        log(f"generating {missing} transcripts with the intact model (cache: {folder})")
-    done, seconds = answer_methods(lm, methods, generated, settings, prompt, progress, label="transcripts")
+        log(f"generating {missing} {source.prefix} transcripts with the intact model (cache: {folder})")
+    done, seconds = answer_methods(lm, methods, generated, settings, prompt, progress, label="transcripts",
+                                   source=source)
     meta["generation_seconds"] += seconds
     records = [done[m.sha256] for m in methods]
     answer_tokens = sum(r["answer_tokens"] for r in done.values())
@@ -187,13 +226,20 @@ def generate_transcripts(lm, methods: list[JavaMethod], settings: TranscriptSett
     return Transcripts(folder, records)
 
 
+def source_of(spec: str) -> Source | None:
+    """The transcript source a spec names (``translate``, ``complete``, with ``:PATH``/``:split``), or None."""
+    return next((src for prefix, src in SOURCES.items() if spec == prefix or spec.startswith(prefix + ":")), None)
+
+
 def is_transcript_source(spec: str) -> bool:
-    return spec == PREFIX or spec.startswith(PREFIX + ":")
+    """A transcript source, or a mix of them (``translate+complete``)."""
+    return all(source_of(part) for part in spec.split(MIX))
 
 
 def parse_source(spec: str) -> tuple[str | None, str]:
-    """``translate[:PATH][:heldout|:train]`` -> (methods file or None for the shipped corpus, split)."""
-    rest = spec[len(PREFIX):].lstrip(":")
+    """``translate[:PATH][:heldout|:train]`` (or ``complete…``) -> (inputs file or None for the
+    shipped corpus, split)."""
+    rest = spec[len(source_of(spec).prefix):].lstrip(":")
     split = "train"
     for name in SPLITS:
         if rest == name or rest.endswith(":" + name):
@@ -202,12 +248,15 @@ def parse_source(spec: str) -> tuple[str | None, str]:
 
 
 def heldout_of(spec: str) -> str:
-    """The held-out counterpart of a ``translate`` source (for validation during healing)."""
+    """The held-out counterpart of a transcript source or mix (for validation during healing)."""
+    if MIX in spec:
+        return MIX.join(heldout_of(part) for part in spec.split(MIX))
     path, split = parse_source(spec)
+    prefix = source_of(spec).prefix
     if split == "heldout":
-        raise NoseError(f"{spec} is the held-out split; train on the train split ({PREFIX}"
+        raise NoseError(f"{spec} is the held-out split; train on the train split ({prefix}"
                         f"{':' + path if path else ''}) so that validation stays held out")
-    return PREFIX + (f":{path}" if path else "") + ":heldout"
+    return prefix + (f":{path}" if path else "") + ":heldout"
 
 
 def data_source(spec: str, tokenizer) -> str:
@@ -230,20 +279,36 @@ def resolve_source(spec: str, lm, settings: TranscriptSettings = TranscriptSetti
     its generation time (every answer is cached and reused by a later full run)."""
     if not is_transcript_source(spec):
         return spec
+    if MIX in spec:
+        return _mixed([resolve_source(part, lm, settings, progress, log) for part in spec.split(MIX)])
     path, split = parse_source(spec)
-    methods = load_methods(path)
+    source = source_of(spec)
+    methods = source.load(path)
     if needed is None:
-        transcripts = generate_transcripts(lm, methods, settings, progress=progress, log=log)
+        transcripts = generate_transcripts(lm, methods, settings, progress=progress, log=log, source=source)
     else:
         in_split = [m for m in methods if split_of(m.name) == split]
         for end in range(settings.batch_size, len(in_split) + settings.batch_size, settings.batch_size):
             methods = in_split[:end]
-            transcripts = generate_transcripts(lm, methods, settings, progress=progress, log=log)
+            transcripts = generate_transcripts(lm, methods, settings, progress=progress, log=log, source=source)
             if len(transcripts.usable(split)) >= needed:
                 break
     summary = transcripts.summary()
-    log(f"transcripts: {summary['methods']} methods, {summary['dropped']} answers dropped (Python does not "
-        f"parse), {summary['train']} train / {summary['heldout']} held out")
+    log(f"{source.prefix} transcripts: {summary['methods']} inputs, {summary['dropped']} answers dropped (Python "
+        f"does not parse), {summary['train']} train / {summary['heldout']} held out")
     if not transcripts.usable(split):
         raise NoseError(f"the {split} split of {spec} holds no usable transcript")
     return str(transcripts.write_split(split, methods_sha256(methods)))
+
+
+def _mixed(paths: list[str]) -> str:
+    """One chat JSONL holding the conversations of every file, in order (cached by content)."""
+    from nose.model.presets import cache_root
+
+    text = "".join(Path(p).read_text(encoding="utf-8") for p in paths)
+    path = cache_root() / "transcripts" / "mixes" / f"{hashlib.sha256(text.encode()).hexdigest()[:16]}.jsonl"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(path) as f:
+            f.write(text)
+    return str(path)

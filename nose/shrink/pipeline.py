@@ -45,7 +45,7 @@ class ShrinkConfig:
     budget: Budget = field(default_factory=Budget)
     replace: str = "linear"  # what stands in for each removed attention (nose.replace.KINDS); linear measured
     # best (reports/repair.md)
-    data: str = "auto"  # healing and fit data: auto | translate[...] | stdlib | a file or folder
+    data: str = "auto"  # healing and fit data: auto | translate[...] | complete[...] | a+b | stdlib | a file or folder
     text_field: str = "text"
     samples: int = 256  # healing rows
     val_samples: int = 16  # validation rows

