@@ -2,14 +2,22 @@
 kind than translation, for self-distilled transcripts (``--data complete``) and a held-out score
 the project owns. Never HumanEval: the check below keeps them apart.
 
-The 72 problems were written for nose (same licence as the project) in HumanEval's file format
+The 106 problems were written for nose (same licence as the project) in HumanEval's file format
 (``task_id``, ``prompt``: signature and docstring with examples, ``entry_point``,
 ``canonical_solution``, ``test`` defining ``check(candidate)``), so ``nose evaluate --task
-humaneval --benchmark`` reads them as they are. Eleven drafted problems were dropped before
-shipping because they ask for the same function as a HumanEval problem in other words (second
-largest vs ``next_smallest``, overlapping substring counts vs ``how_many_times``, Roman numerals,
-prime sieves, bracket balance, Caesar shifts, digit products, word or letter histograms, medians,
-one-bit counts): a name and token check cannot see that, so it was done by hand.
+humaneval --benchmark`` reads them as they are. Twenty-five drafted problems were dropped before
+shipping because they ask for the same function as a HumanEval problem, or a close variant, in
+other words: a name and token check cannot see that, so it was done by hand. Dropped: second
+largest / k-th smallest (``next_smallest``), overlapping substring counts (``how_many_times``),
+Roman numerals both ways (``int_to_mini_roman``), prime sieves (``count_up_to``), bracket balance
+(``correct_bracketing``), Caesar shifts (``encrypt``), digit products (``digits``), word counts
+(``histogram``), median of three (``median``), one-bit counts (``sort_array``), anagrams
+(``same_chars``), order-keeping dedupe (``unique``, ``remove_duplicates``), triangular numbers
+(``sum_to_n``), gcd of a list (``greatest_common_divisor``), index of the maximum
+(``max_element``), pair sums both ways (``pairs_sum_to_zero``), powers of three
+(``is_simple_power``), days in a month (``valid_date``), Collatz steps (``get_odd_collatz``),
+common elements (``common``), bits to int (``decimal_to_binary``), vowel positions
+(``vowels_count``).
 
 Overlap check (:func:`find_overlaps`, a test): no problem shares a normalized name with a
 HumanEval entry point, and no problem's prompt and solution reach BLEU-4 above 0.5 against any
