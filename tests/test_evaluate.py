@@ -48,7 +48,7 @@ def test_resume_generates_only_what_is_missing(tiny_lm, tmp_path, monkeypatch, t
     calls = []
     real = run_module.generate_transformers
     monkeypatch.setattr(run_module, "generate_transformers",
-                        lambda model, tok, prompts, cfg: calls.append(len(prompts)) or real(model, tok, prompts, cfg))
+                        lambda model, tok, prompts, cfg, **kw: calls.append(len(prompts)) or real(model, tok, prompts, cfg, **kw))
     again = run(tiny_bench, tiny_lm, tmp_path)
     assert sum(calls) == 3
     assert again["metrics"]["ca_percent"] == first["metrics"]["ca_percent"]

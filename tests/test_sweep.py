@@ -42,7 +42,7 @@ def counting_generate(monkeypatch) -> list:
     calls = []
     real = run_module.generate_transformers
     monkeypatch.setattr(run_module, "generate_transformers",
-                        lambda model, tok, prompts, cfg: calls.append(len(prompts)) or real(model, tok, prompts, cfg))
+                        lambda model, tok, prompts, cfg, **kw: calls.append(len(prompts)) or real(model, tok, prompts, cfg, **kw))
     return calls
 
 
