@@ -112,7 +112,7 @@ def main() -> None:
         intact = None
         for name in names:
             folder = evaluate(args.model, name, task, args.work, args.benchmark, not args.collect_only)
-            if not (folder / "samples.jsonl").exists():
+            if not (folder / "samples.jsonl").exists() or not passed_by_id(folder):
                 print(f"{task} {name}: not evaluated yet ({folder})")
                 continue
             complete = (folder / "results.json").exists()  # else a stopped run: its problems so far
