@@ -28,7 +28,7 @@ from pathlib import Path
 
 from nose.errors import NoseError
 from nose.model.loading import LoadedModel
-from nose.model.replacements import Replacement, uniform
+from nose.model.replacements import uniform
 from nose.model.switches import check_layer_indices
 from nose.shrink.budget import Budget
 from nose.shrink.healing import HealConfig, HealHistory, heal
