@@ -182,12 +182,12 @@ def answer_methods(lm, methods: list, path: Path, settings: TranscriptSettings =
             outputs = generate_transformers(lm.model, lm.tokenizer, [rendered[m.sha256] for m in batch], gen,
                                             answer_start=prompt.answer_start)
             seconds += time.perf_counter() - t0
-            for m, (answer,) in zip(batch, outputs):
+            for m, (generated,) in zip(batch, outputs):
+                answer = prompt.answer(generated)  # what parses is the whole answer, the opened fence too
                 rec = {source.key: m.sha256, "name": m.name, "split": split_of(m.name),
-                       "messages": prompt.messages(**fields(m))
-                       + [{"role": "assistant", "content": prompt.answer(answer)}],
+                       "messages": prompt.messages(**fields(m)) + [{"role": "assistant", "content": answer}],
                        "parses": answer_parses(answer),
-                       "answer_tokens": len(lm.tokenizer(answer, add_special_tokens=False)["input_ids"])}
+                       "answer_tokens": len(lm.tokenizer(generated, add_special_tokens=False)["input_ids"])}
                 done[m.sha256] = rec
                 f.write(json.dumps(rec) + "\n")
             f.flush()

@@ -186,7 +186,7 @@ def aggregate(records: list[dict], samples: list, n: int, task: Task = JAVA_PYTH
     for t, level in levels:
         group = [r for r in ordered if r["type"] == t]
         by_type[level] = {"samples": len(group), "ca": 100.0 * sum(r["passed"][0] for r in group) / len(group)}
-    scored = [(r["codes"][0], task.reference(s)) for r, s in zip(ordered, samples) if task.reference(s) is not None]
+    scored = [(r["codes"][0], ref) for r, s in zip(ordered, samples) if (ref := task.reference(s)) is not None]
     firsts, refs = [f for f, _ in scored], [r for _, r in scored]
     cb = metrics.codebleu(firsts, refs) if scored else {"codebleu": None}
     out = {"samples": len(ordered), "ca_percent": ca, "ca_by_type": by_type,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from nose.errors import NoseError
 from nose.model.generation import PromptConfig
 
 
@@ -24,3 +25,13 @@ class Task:
     reference: Callable  # (sample) -> the reference answer's code (BLEU, CodeBLEU), or None: no text metrics
     corpus: Callable  # (path or None) -> on-task inputs the project ships (or the user's file)
     overlap: Callable  # (corpus, samples) -> the corpus items too close to benchmark samples
+
+
+def by_ids(items: list, ids: list[str], unknown: str) -> list:
+    """The items named by ``ids`` (their ``id``), in that order; a one-line error, ``unknown``
+    with the ids no item has in its ``{}``, otherwise."""
+    known = {item.id: item for item in items}
+    missing = [i for i in ids if i not in known]
+    if missing:
+        raise NoseError(unknown.format(", ".join(missing)))
+    return [known[i] for i in ids]

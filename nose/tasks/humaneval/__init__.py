@@ -33,7 +33,7 @@ from nose.errors import NoseError
 from nose.model.generation import PromptConfig
 from nose.tasks.code import checked_program, checked_verdict, defined_function, extract_code
 from nose.tasks.humaneval.corpus import find_overlaps, load_functions
-from nose.tasks.task import Task
+from nose.tasks.task import Task, by_ids
 
 PROMPT = PromptConfig("Please provide a self-contained Python script that solves the following problem in a "
                       "markdown code block:\n```\n{prompt}\n```\n", None, cue="\n", required="prompt",
@@ -96,12 +96,8 @@ def select(problems: list[Problem], ids: list[str] | None = None, limit: int | N
            stratified: bool = False) -> list[Problem]:
     """By id (``HumanEval/0`` or ``0``), else the first ``limit`` (one group: stratified changes nothing)."""
     if ids:
-        by_id = {p.id: p for p in problems}
-        wanted = [i if i in by_id else f"HumanEval/{i}" for i in ids]
-        missing = [i for i in wanted if i not in by_id]
-        if missing:
-            raise NoseError(f"unknown HumanEval ids {', '.join(missing)}")
-        return [by_id[i] for i in wanted]
+        known = {p.id for p in problems}
+        return by_ids(problems, [i if i in known else f"HumanEval/{i}" for i in ids], "unknown HumanEval ids {}")
     return problems[:limit] if limit else problems
 
 

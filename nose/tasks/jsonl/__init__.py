@@ -27,7 +27,7 @@ from pathlib import Path
 from nose.errors import NoseError
 from nose.model.generation import PromptConfig
 from nose.tasks.code import checked_program, checked_verdict, defined_function, extract_code
-from nose.tasks.task import Task
+from nose.tasks.task import Task, by_ids
 
 REQUIRED = ("id", "prompt", "entry_point", "test")
 OPTIONAL = ("setup", "reference", "group")
@@ -99,11 +99,7 @@ def select(problems: list[Problem], ids: list[str] | None = None, limit: int | N
            stratified: bool = False) -> list[Problem]:
     """By id, else the first ``limit`` (``stratified``: the same share of every group)."""
     if ids:
-        by_id = {p.id: p for p in problems}
-        missing = [i for i in ids if i not in by_id]
-        if missing:
-            raise NoseError(f"unknown ids {', '.join(missing)} in the task file")
-        return [by_id[i] for i in ids]
+        return by_ids(problems, ids, "unknown ids {} in the task file")
     if not limit or limit >= len(problems):
         return problems
     if not stratified:
