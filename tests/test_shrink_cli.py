@@ -96,7 +96,7 @@ def test_replace_skip_exports_no_op_blocks(model, tmp_path):
 
 
 def test_auto_data_follows_the_chat_template_not_the_name(saved_tiny):
-    from nose.data.transcripts import data_source
+    from nose.data.transcripts import FIT_DATA, data_source
     from nose.model.loading import load_model
 
     lm = load_model(str(saved_tiny("llama", intermediate_size=256)))
@@ -104,7 +104,8 @@ def test_auto_data_follows_the_chat_template_not_the_name(saved_tiny):
     lm.spec = "my-coder-model"  # a name with "code" in it no longer decides
     assert data_source("auto", lm.tokenizer) == "stdlib"
     lm.tokenizer.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
-    assert data_source("auto", lm.tokenizer) == "translate"
+    assert data_source("auto", lm.tokenizer) == "translate"  # a search's calibration
+    assert data_source("auto", lm.tokenizer, FIT_DATA) == "translate+complete"  # fits and healing
 
 
 @pytest.mark.parametrize("old,new", [(["--mode", "skip"], "skip"), (["--replace", "none", "--mode", "double"], "double"),

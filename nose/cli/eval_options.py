@@ -57,10 +57,11 @@ def prompt_and_generation(task, prompt_file: Path | None, system: str | None, ma
 ReplaceOpt = Annotated[str | None, typer.Option(
     help="What replaces the dropped attention: skip (default), double, thesis, or linear (x + W·LN1(x), W fitted in "
          "closed form on --fit-data).")]
-FitDataOpt = Annotated[str, typer.Option(help="Data the linear fit reads: auto (translate for a model with a chat template, else "
-                                              "stdlib), translate[:FILE], complete, translate+complete, stdlib, a file or a folder.")]
+FitDataOpt = Annotated[str, typer.Option(help="Data the linear fit reads: auto (translate+complete for a model with a chat "
+                                              "template, else stdlib), translate[:FILE], complete, translate+complete, stdlib, "
+                                              "a file or a folder.")]
 FitSamplesOpt = Annotated[int | None, typer.Option(help="Rows the linear fit reads (default: every training "
-                                                             "transcript for translate data, 64 rows of other data).")]
+                                                             "transcript of transcript data, 64 rows of other data).")]
 FitTargetOpt = Annotated[str, typer.Option(help="What the linear fit imitates: attention (each removed attention's "
                                                 "output) or stream (the intact model's residual stream, which also "
                                                 "corrects earlier replacements' drift).")]

@@ -51,9 +51,9 @@ def shrink(
     lr: Annotated[float, typer.Option(help="AdamW learning rate (1e-4 quadrupled the held-out KD of a "
                                         "linear repair, reports/repair.md).")] = 1e-5,
     batch_size: Annotated[int, typer.Option(help="Rows per optimizer step.")] = 4,
-    data: Annotated[str, typer.Option(help="Healing and fit data: auto (translate for a model with a chat template, else "
-                                           "stdlib), translate[:FILE], complete (docstring-to-function answers), "
-                                           "translate+complete, stdlib, a text/.jsonl file or a folder.")] = "auto",
+    data: Annotated[str, typer.Option(help="Healing and fit data: auto (translate+complete for a model with a chat "
+                                           "template, else stdlib), translate[:FILE], complete (docstring-to-function "
+                                           "answers), stdlib, a text/.jsonl file or a folder.")] = "auto",
     text_field: Annotated[str, typer.Option(help="JSONL text field.")] = "text",
     samples: Annotated[int, typer.Option(help="Healing rows.")] = 256,
     val_samples: Annotated[int, typer.Option(help="Validation rows (the held-out transcripts for translate).")] = 16,

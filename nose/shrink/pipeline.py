@@ -127,22 +127,23 @@ def fitter(lm: LoadedModel, replace: str, spec: str, config: FitConfig = FitConf
     """For a fitted replacement, a function ``layers -> {layer: Replacement}`` fitting on ``spec``
     data (``auto`` as in shrink), for in-memory use by ``evaluate`` and ``sweep`` (the rows are
     built once); None for a parameter-free one."""
-    from nose.data.transcripts import data_source, resolve_source
+    from nose.data.transcripts import FIT_DATA, data_source, resolve_source
 
     kind = replacement(replace)
     if not kind.fitted:
         return None
     config.validate()
-    rows = fit_rows(lm, resolve_source(data_source(spec, lm.tokenizer), lm, progress=progress, log=log), config, log=log)
+    source = resolve_source(data_source(spec, lm.tokenizer, FIT_DATA), lm, progress=progress, log=log)
+    rows = fit_rows(lm, source, config, log=log)
     return lambda layers: kind.fit(lm, layers, rows, config, progress)[0]
 
 
 def build_data(lm: LoadedModel, config: ShrinkConfig, progress=None, log=print) -> ShrinkData:
     """Healing, validation and fit rows (what the configuration needs of them)."""
-    from nose.data.transcripts import data_source, heldout_of, is_transcript_source, resolve_source
+    from nose.data.transcripts import FIT_DATA, data_source, heldout_of, is_transcript_source, resolve_source
     from nose.shrink.data import build_training_rows
 
-    spec = data_source(config.data, lm.tokenizer)
+    spec = data_source(config.data, lm.tokenizer, FIT_DATA)
     source = resolve_source(spec, lm, progress=progress, log=log)
     data = ShrinkData(source)
     if config.heal.steps > 0:
