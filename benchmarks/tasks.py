@@ -114,11 +114,12 @@ def main() -> None:
         intact = None
         for name in names:
             folder = evaluate(args.model, name, task, args.work, args.benchmark, not args.collect_only)
-            if not (folder / "samples.jsonl").exists() or not passed_by_id(folder):
+            answered = passed_by_id(folder) if (folder / "samples.jsonl").exists() else {}
+            passed = {i: bool(v) for i, v in answered.items()}
+            if not passed:
                 print(f"{task} {name}: not evaluated yet ({folder})")
                 continue
             complete = (folder / "results.json").exists()  # else a stopped run: its problems so far
-            passed = {i: bool(v) for i, v in passed_by_id(folder).items()}
             k, replace = configuration(name)
             row = {"task": task, "config": name, "k": k, "replace": replace, "layers": EXPORTS.get(k, []),
                    "samples": len(passed), "complete": complete,
