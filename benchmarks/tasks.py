@@ -46,7 +46,10 @@ from nose.report.sweep_report import paired_ca_difference  # noqa: E402
 # The `kl` order of reports/criteria.md (Qwen2.5-Coder-0.5B, translate calibration): the README's exports.
 KL_ORDER = [5, 19, 22, 18, 23, 7, 3, 15]
 EXPORTS = {3: sorted(KL_ORDER[:3]), 6: sorted(KL_ORDER[:6]), 8: sorted(KL_ORDER[:8])}
-CONFIGS = ("linear", "skip", "mixed", "folded")  # what takes the removed attention's place (module docstring)
+# The exports (module docstring): each configuration's `nose shrink --replace` and `--data`.
+SHRINK = {"linear": ("linear", "translate"), "mixed": ("linear", "translate+complete"),
+          "folded": ("folded", "translate+complete")}
+CONFIGS = ("skip", *SHRINK)  # what takes the removed attention's place
 FUNCTIONS = ROOT / "nose" / "tasks" / "humaneval" / "functions.jsonl"
 PUBLISHED = {"humaneval": {"qwen2.5-coder-0.5b": (61.6, "Qwen2.5-Coder Technical Report (arXiv:2409.12186), "
                                                         "instruct models table: HumanEval pass@1, EvalPlus harness")}}
@@ -82,12 +85,12 @@ def evaluate(model: str, name: str, task: str, work: Path, benchmark: Path | Non
         return out
     target = model
     extra = ["--drop-attention", ",".join(map(str, EXPORTS[k]))] if replace == "skip" else []
-    if replace in ("linear", "mixed", "folded"):
+    if replace in SHRINK:
         target = str(work / name)
         if not (work / name / "config.json").exists():
-            nose("shrink", "--model", model, "--layers", ",".join(map(str, EXPORTS[k])),
-                 "--replace", "folded" if replace == "folded" else "linear", "--steps", "0",
-                 "--data", "translate" if replace == "linear" else "translate+complete", "--out", target)
+            kind, data = SHRINK[replace]
+            nose("shrink", "--model", model, "--layers", ",".join(map(str, EXPORTS[k])), "--replace", kind,
+                 "--steps", "0", "--data", data, "--out", target)
     subset = {"java-python": ["--benchmark", str(benchmark), "--limit", "160", "--stratified"],
               "functions": ["--benchmark", str(FUNCTIONS), "--ids", heldout_functions()]}.get(task, [])
     nose("evaluate", "--model", target, "--task", "java-python" if task == "java-python" else "humaneval", *subset,
