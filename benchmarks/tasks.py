@@ -23,7 +23,8 @@ choose on) and, with ``--benchmark``, ``java-python`` (``--limit 160 --stratifie
 development set). Each row: CA (pass@1, greedy), its share of the intact CA, and the paired
 difference to intact in points with a 95 % bootstrap interval over the same problems. A stopped
 evaluation (no ``results.json`` yet) is reported on the problems it has answered, against
-intact on those same problems.
+intact on those same problems. Then every two repaired configurations of a task, the later in
+``--configs`` minus the earlier, paired on the problems both answered (``paired`` in the JSON).
 
     python benchmarks/tasks.py --configs intact,k6-linear,k6-skip --work runs/tasks
 """
@@ -142,10 +143,41 @@ def main() -> None:
                 row["kept"] = row["ca_percent"] / row["intact_ca_percent_same_problems"]
                 row["ca_minus_intact"] = list(paired_ca_difference(passed, same))
             rows.append(row)
-    record = {"model": args.model, "kl_order": KL_ORDER, "published": PUBLISHED, "rows": rows,
+    pairs = paired(rows)
+    record = {"model": args.model, "kl_order": KL_ORDER, "published": PUBLISHED, "rows": rows, "paired": pairs,
               "command": "python benchmarks/tasks.py " + " ".join(sys.argv[1:])}
     write_json_atomic(args.out, record)
     print(markdown(rows))
+    print(pairs_markdown(pairs))
+
+
+def paired(rows: list[dict]) -> list[dict]:
+    """Every two repaired configurations of one task, later minus earlier in ``--configs`` order, on
+    the problems both have answered: points with a 95 % paired bootstrap interval, problems gained
+    and lost."""
+    out = []
+    for task in dict.fromkeys(r["task"] for r in rows):
+        runs = [r for r in rows if r["task"] == task and r["config"] != "intact"]
+        for i, b in enumerate(runs):
+            for a in runs[i + 1:]:
+                common = sorted(set(a["passed"]) & set(b["passed"]))
+                if not common:
+                    continue
+                pa, pb = ({j: r["passed"][j] for j in common} for r in (a, b))
+                out.append({"task": task, "a": a["config"], "b": b["config"], "samples": len(common),
+                            "a_minus_b": list(paired_ca_difference(pa, pb)),
+                            "gained": sum(pa[j] and not pb[j] for j in common),
+                            "lost": sum(pb[j] and not pa[j] for j in common)})
+    return out
+
+
+def pairs_markdown(pairs: list[dict]) -> str:
+    lines = ["| task (problems) | a − b | points [95 % paired] | gained | lost |", "|---|---|---|---:|---:|"]
+    for p in pairs:
+        d = p["a_minus_b"]
+        lines.append(f"| {p['task']} ({p['samples']}) | {p['a']} − {p['b']} | {d[0]:+.1f} [{d[1]:+.1f}, {d[2]:+.1f}] | "
+                     f"{p['gained']} | {p['lost']} |")
+    return "\n".join(lines)
 
 
 def markdown(rows: list[dict]) -> str:

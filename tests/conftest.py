@@ -8,6 +8,19 @@ import pytest
 import torch
 
 
+@pytest.fixture(scope="session")
+def benchmark_script():
+    """Imports a script of benchmarks/ from its file (benchmarks are scripts, not a package)."""
+    import importlib.util
+
+    def load(name: str):
+        path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(f"benchmark_{name}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
 
 
 @pytest.fixture(params=["llama", "mistral", "qwen2", "qwen3"])

@@ -7,27 +7,14 @@ import torch
 from nose.evaluate.efficiency import kv_cache_bytes_per_token, parameter_counts
 
 
-def _benchmark(name: str):
-    """A script of benchmarks/ imported from its file (benchmarks are scripts, not a package)."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-random_shape_models = _benchmark("serving_speed").random_shape_models
-
 SHAPE = dict(model_type="llama", hidden_size=64, intermediate_size=256, num_hidden_layers=4, num_attention_heads=4,
              num_key_value_heads=2, vocab_size=96, max_position_embeddings=128, rms_norm_eps=1e-6,
              rope_parameters={"rope_type": "linear", "factor": 4.0, "rope_theta": 100000.0})
 
 
 @pytest.mark.parametrize("family", ["llama", "qwen2"])
-def test_random_shape_variants_are_real_exports(tmp_path, family):
+def test_random_shape_variants_are_real_exports(tmp_path, family, benchmark_script):
+    random_shape_models = benchmark_script("serving_speed").random_shape_models
     seen, base = [], None
     shape = dict(SHAPE, model_type=family)
     for name, spec, lm in random_shape_models(shape, [0, 2], "cpu", torch.float32, tmp_path):
