@@ -52,15 +52,22 @@ def parse_k(text: str) -> tuple[int, list[int] | None]:
 
 
 def shape_model(name: str, folder: Path) -> Path:
-    """A random-weight bf16 checkpoint of a real shape (see serving_speed.SHAPES), written once."""
+    """A random-weight bf16 checkpoint of a real shape (see serving_speed.SHAPES), written once.
+
+    Its tokenizer is SmolLM2's (the preset): llama.cpp's converter accepts only byte-level BPE
+    vocabularies it recognises, and the shape's own (deepseek-coder's) is not fetched offline. Where
+    that vocabulary is larger than the shape's, the embedding and head grow to hold it (the 6.7B
+    shape: 32,256 → 49,152 rows, +1 % parameters), and the report says so."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from nose.testing import tiny_tokenizer
+    from nose.model.loading import resolve_model
 
     if (folder / "config.json").exists():
         return folder
+    tokenizer = resolve_model("smollm2-135m", log=lambda m: None).load_tokenizer()
     fields = dict(SHAPES[name])
+    fields["vocab_size"] = max(fields["vocab_size"], len(tokenizer))
     config = AutoConfig.for_model(fields.pop("model_type"), **fields)
     torch.manual_seed(0)
     with torch.device("meta"):
@@ -75,7 +82,7 @@ def shape_model(name: str, folder: Path) -> Path:
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
-    tiny_tokenizer().save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
     os.replace(tmp, folder)
     return folder
 
