@@ -1,4 +1,5 @@
 import gc
+import json
 import weakref
 
 import pytest
@@ -34,3 +35,22 @@ def test_random_shape_variants_are_real_exports(tmp_path, family, benchmark_scri
     zero_bias = 2 * SHAPE["hidden_size"] if family == "qwen2" else 0
     assert kv2 * 2 == kv0 and attn2 * 2 == attn0 + 2 * zero_bias
     assert list(tmp_path.iterdir()) == []  # each export is deleted after its measurement
+
+
+def test_random_shape_checkpoint_converts_with_llamacpp(tmp_path, benchmark_script, monkeypatch):
+    """The llama.cpp benchmark's shape mode writes random weights with a vocabulary llama.cpp's
+    converter recognises (SmolLM2's: the converter refuses an unknown BPE pre-tokenizer) and an
+    embedding grown to hold it; the GGUF keeps the shape's linear rope scaling."""
+    from nose.shrink.gguf import describe, write_gguf
+
+    script = benchmark_script("serving_llamacpp")
+    monkeypatch.setitem(script.SHAPES, "small-llama", dict(
+        model_type="llama", hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=4, vocab_size=1000, max_position_embeddings=2048, rms_norm_eps=1e-6,
+        rope_parameters={"rope_type": "linear", "factor": 4.0, "rope_theta": 100000.0}))
+    folder = script.shape_model("small-llama", tmp_path / "intact")
+    config = json.loads((folder / "config.json").read_text())
+    assert config["vocab_size"] == 49152 and config["num_hidden_layers"] == 2
+    info = describe(write_gguf(folder, tmp_path / "m.gguf", "f16", log=lambda m: None))
+    assert info["arch"] == "llama" and info["rope_scaling"] == [4.0]
+    assert len(info["tensors"]) == 3 + 2 * 9  # embedding, final norm, head; 9 per layer
