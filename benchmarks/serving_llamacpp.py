@@ -57,7 +57,7 @@ def shape_model(name: str, folder: Path) -> Path:
     Its tokenizer is SmolLM2's (the preset): llama.cpp's converter accepts only byte-level BPE
     vocabularies it recognises, and the shape's own (deepseek-coder's) is not fetched offline. Where
     that vocabulary is larger than the shape's, the embedding and head grow to hold it (the 6.7B
-    shape: 32,256 → 49,152 rows, +1 % parameters), and the report says so."""
+    shape: 32,256 → 49,152 rows, +1 % parameters)."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 

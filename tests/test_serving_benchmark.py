@@ -44,13 +44,10 @@ def test_random_shape_checkpoint_converts_with_llamacpp(tmp_path, benchmark_scri
     from nose.shrink.gguf import describe, write_gguf
 
     script = benchmark_script("serving_llamacpp")
-    monkeypatch.setitem(script.SHAPES, "small-llama", dict(
-        model_type="llama", hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=4, vocab_size=1000, max_position_embeddings=2048, rms_norm_eps=1e-6,
-        rope_parameters={"rope_type": "linear", "factor": 4.0, "rope_theta": 100000.0}))
+    monkeypatch.setitem(script.SHAPES, "small-llama", SHAPE)
     folder = script.shape_model("small-llama", tmp_path / "intact")
     config = json.loads((folder / "config.json").read_text())
-    assert config["vocab_size"] == 49152 and config["num_hidden_layers"] == 2
+    assert config["vocab_size"] == 49152 and config["num_hidden_layers"] == SHAPE["num_hidden_layers"]
     info = describe(write_gguf(folder, tmp_path / "m.gguf", "f16", log=lambda m: None))
     assert info["arch"] == "llama" and info["rope_scaling"] == [4.0]
-    assert len(info["tensors"]) == 3 + 2 * 9  # embedding, final norm, head; 9 per layer
+    assert len(info["tensors"]) == 3 + SHAPE["num_hidden_layers"] * 9  # embedding, final norm, head; 9 per layer
