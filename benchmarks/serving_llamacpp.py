@@ -28,6 +28,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -140,9 +141,30 @@ def same_graph(files: dict[str, Path]) -> dict[str, str]:
     return same
 
 
+def run_measured(argv: list[str], out, err, every: float = 0.05) -> tuple[int, int]:
+    """Run ``argv``; its exit code and the peak resident memory of its own address space, in bytes.
+
+    The peak is the child's ``VmHWM`` (the kernel's high-water mark of its RSS), read from
+    ``/proc`` every ``every`` seconds until it exits: the mark only grows, so the last reading is
+    the peak up to that moment. ``wait4``'s ``ru_maxrss`` would not do: Linux carries a process's
+    high-water mark across ``exec`` into the program it runs, so a child forked from a large
+    Python process reports at least the parent's size (every model of an f16 run read 5,490 MB)."""
+    proc = subprocess.Popen(argv, stdout=out, stderr=err)
+    status, peak = Path(f"/proc/{proc.pid}/status"), 0
+    while proc.poll() is None:
+        try:
+            hwm = [line for line in status.read_text().splitlines() if line.startswith("VmHWM:")]
+        except OSError:  # exited between the poll and the read
+            hwm = []
+        if hwm:
+            peak = max(peak, int(hwm[0].split()[1]) * 1024)
+        time.sleep(every)
+    return proc.returncode, peak
+
+
 def bench(engine, gguf: Path, args, scratch: Path) -> dict:
     """One repetition of every test on ``gguf``: prefill and decode each in its own llama-bench
-    process (its peak RSS read from the kernel, its KV-cache size from llama.cpp's log)."""
+    process (its peak RSS read from the kernel by :func:`run_measured`, its KV-cache size from llama.cpp's log)."""
     common = [str(engine.bench), "-m", str(gguf), "-t", str(args.threads), "-r", "1", "-o", "json", "-v",
               "--no-warmup", "-ctk", "f16", "-ctv", "f16"]
     tests = [[*common, "-p", ",".join(map(str, args.prompt)), "-n", "0"],
@@ -150,16 +172,15 @@ def bench(engine, gguf: Path, args, scratch: Path) -> dict:
     rows, kv, rss = [], {}, 0
     for argv in tests:
         with open(scratch / "stdout", "w+") as out, open(scratch / "stderr", "w+") as err:
-            proc = subprocess.Popen(argv, stdout=out, stderr=err)
-            _, status, usage = os.wait4(proc.pid, 0)
+            code, peak = run_measured(argv, out, err)
             out.seek(0), err.seek(0)
             stdout, stderr = out.read(), err.read()
-        if os.waitstatus_to_exitcode(status) != 0:
+        if code != 0:
             sys.exit(f"llama-bench failed on {gguf}: {stderr.strip()[-1500:]}")
         rows += json.loads(stdout)
         for size, cells in KV_LINE.findall(stderr):
             kv[int(cells)] = float(size) * 2**20
-        rss = max(rss, usage.ru_maxrss * 1024)
+        rss = max(rss, peak)
     cells = max(kv) if kv else None
     return {"rows": [{"n_prompt": r["n_prompt"], "n_gen": r["n_gen"], "n_depth": r.get("n_depth", 0),
                       "seconds": r["samples_ns"][0] / 1e9} for r in rows],

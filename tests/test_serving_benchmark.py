@@ -51,3 +51,22 @@ def test_random_shape_checkpoint_converts_with_llamacpp(tmp_path, benchmark_scri
     info = describe(write_gguf(folder, tmp_path / "m.gguf", "f16", log=lambda m: None))
     assert info["arch"] == "llama" and info["rope_scaling"] == [4.0]
     assert len(info["tensors"]) == 3 + SHAPE["num_hidden_layers"] * 9  # embedding, final norm, head; 9 per layer
+
+
+def test_peak_memory_is_the_childs_own_not_its_parents(tmp_path, benchmark_script):
+    """llama-bench's peak RSS is read from the child itself: with the parent holding 400 MB, a
+    child that touches 50 MB reports about 50 MB (wait4's ru_maxrss reported the parent's 400)."""
+    import subprocess
+    import sys
+
+    run_measured = benchmark_script("serving_llamacpp").run_measured
+    held = bytearray(400 * 2**20)
+    held[::4096] = b"\x01" * len(held[::4096])  # touch every page: resident in the parent
+    child = [sys.executable, "-c", "import time; b = bytearray(50 * 2**20); time.sleep(0.5)"]
+    with open(tmp_path / "out", "w") as out:
+        code, peak = run_measured(child, out, subprocess.DEVNULL)
+    assert code == 0
+    assert 50 * 2**20 < peak < 200 * 2**20
+    failed, _ = run_measured([sys.executable, "-c", "raise SystemExit(3)"], subprocess.DEVNULL, subprocess.DEVNULL)
+    assert failed == 3
+    del held
