@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.serving_speed import SHAPES  # noqa: E402
 from nose.engines.llamacpp import build  # noqa: E402
 from nose.files import atomic_file  # noqa: E402
+from nose.provenance import cpu  # noqa: E402
 
 KV_LINE = re.compile(r"llama_kv_cache: size = +([\d.]+) MiB \( *(\d+) cells")
 
@@ -266,7 +267,7 @@ def main() -> None:
     rounds = run_rounds(files, args, args.work)
     summary = summarize(rounds, files)
     engine_info = {"engine": "llama.cpp b11434 llama-bench", "threads": args.threads, "kv_cache": "f16",
-                   "rounds": args.rounds, "cpu_cores": os.cpu_count()}
+                   "rounds": args.rounds, "cpu_cores": os.cpu_count(), "cpu": cpu()}
     args.report.parent.mkdir(parents=True, exist_ok=True)
     command = "python benchmarks/serving_llamacpp.py " + " ".join(sys.argv[1:])
     with atomic_file(args.report.with_name(args.report.name + ".json")) as f:
