@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 from nose.data.calibration import build_calibration  # noqa: E402
 from nose.data.transcripts import data_source, resolve_source  # noqa: E402
 from nose.files import write_json_atomic  # noqa: E402
-from nose.provenance import cpu  # noqa: E402
+from nose.provenance import device_name  # noqa: E402
 from nose.model.loading import load_model, resolve_model  # noqa: E402
 from nose.search.config import SearchConfig  # noqa: E402
 from nose.search.record import FILENAME, read_record  # noqa: E402
@@ -79,8 +79,7 @@ def main() -> None:
     seconds = {name: sum(s["seconds"] for s in r["steps"]) for name, r in (("exact", exact), ("screened", screened))}
     ranks = screen_ranks(exact, screened)
     agree = [k + 1 for k in range(args.steps) if exact["order"][:k + 1] == screened["order"][:k + 1]]
-    device = f"CPU ({cpu()}, {torch.get_num_threads()} threads)" \
-        if lm.device.type == "cpu" else torch.cuda.get_device_name()
+    device = device_name(lm.device)
     cmd = "python benchmarks/screened_search.py " + " ".join(sys.argv[1:])
     result = {"command": cmd, "model": args.model, "device": device, "calibration": calib.describe(),
               "settings": {**base, "screen": args.screen}, "seconds": seconds,

@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 from nose.testing.naive_search import naive_search  # noqa: E402
 from nose.model.loading import load_model  # noqa: E402
-from nose.provenance import cpu  # noqa: E402
+from nose.provenance import device_name  # noqa: E402
 from nose.data.calibration import build_calibration  # noqa: E402
 from nose.search.config import SearchConfig  # noqa: E402
 from nose.search.run import run_search  # noqa: E402
@@ -84,7 +84,7 @@ def main() -> None:
 
     f_l, f_h, f_eq = work(fast["work"])
     n_l, n_h, n_eq = work(naive["work"])
-    device = torch.cuda.get_device_name() if lm.device.type == "cuda" else f"CPU ({cpu()}, {torch.get_num_threads()} threads)"
+    device = device_name(lm.device)
     cmd = "python benchmarks/search_speed.py " + " ".join(sys.argv[1:])
     lines = [
         "# Search speed: prefix-cached vs naive NOSE search",

@@ -55,3 +55,13 @@ def cpu(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
         pass
     widest = next((name for flag, name in VECTOR_EXTENSIONS if flag in flags), None)
     return f"{model}, {widest}" if widest else model
+
+
+def device_name(device) -> str:
+    """A timing's device: the CUDA device's name, or ``cpu (<processor>, N threads)``."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({cpu()}, {torch.get_num_threads()} threads)"

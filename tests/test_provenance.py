@@ -11,3 +11,11 @@ def test_cpu_names_the_model_and_the_widest_vector_extension(tmp_path):
     info.write_text("Features\t: fp asimd evtstrm\n")  # aarch64 names no model in cpuinfo
     assert cpu(info).endswith(", NEON")
     assert cpu(tmp_path / "absent")  # no cpuinfo: the platform's name
+
+
+def test_device_name_of_a_cpu_names_its_processor_and_threads():
+    import torch
+
+    from nose.provenance import device_name
+
+    assert device_name("cpu") == f"cpu ({cpu()}, {torch.get_num_threads()} threads)"

@@ -26,6 +26,7 @@ import torch
 import torch.nn as nn
 
 from nose.model.adapters import FamilyAdapter, is_noop_attention
+from nose.provenance import device_name
 
 
 def _unique_params(module: nn.Module) -> dict[int, torch.Tensor]:
@@ -214,7 +215,7 @@ def speed(model: nn.Module, prompt_len: int = 256, new_tokens: int = 32, batches
         model(input_ids=ids, use_cache=True, logits_to_keep=1)
         _sync(device)
         times.append(time.perf_counter() - t0)
-    out = {"device": _device_name(device), "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+    out = {"device": device_name(device), "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
            "prompt_len": prompt_len, "new_tokens": new_tokens, "repeats": repeats,
            "prefill_ms": 1000 * statistics.median(times), "decode_tokens_per_s": {}}
     if device.type == "cuda":
@@ -241,14 +242,6 @@ def speed(model: nn.Module, prompt_len: int = 256, new_tokens: int = 32, batches
     if device.type == "cuda":
         out["peak_cuda_allocated_bytes"] = torch.cuda.max_memory_allocated(device)
     return out
-
-
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    import platform
-
-    return f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
 
 
 def measure(model: nn.Module, adapter: FamilyAdapter, seq_len: int = 512, prompt_len: int = 256,
