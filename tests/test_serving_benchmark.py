@@ -70,3 +70,28 @@ def test_peak_memory_is_the_childs_own_not_its_parents(tmp_path, benchmark_scrip
     failed, _ = run_measured([sys.executable, "-c", "raise SystemExit(3)"], subprocess.DEVNULL, subprocess.DEVNULL)
     assert failed == 3
     del held
+
+
+def test_shape_exports_are_written_one_at_a_time(tmp_path, benchmark_script, monkeypatch):
+    """Shape mode converts and deletes each export before it writes the next, so the disk holds one
+    export at a time (the 6.7B shape's bf16 exports are 12-13 GB each: writing all of them first
+    needed 50 GB)."""
+    import argparse
+
+    script = benchmark_script("serving_llamacpp")
+    monkeypatch.setitem(script.SHAPES, "small-llama", SHAPE)
+    checkpoints, real, held = tmp_path / "checkpoints", script.nose, []
+
+    def nose(*args):
+        if args[0] == "shrink":  # the exports on disk when the next one is written
+            held.append([p.name for p in checkpoints.iterdir() if p.name != "intact" and any(p.iterdir())])
+        real(*args)
+
+    monkeypatch.setattr(script, "nose", nose)
+    args = argparse.Namespace(shape="small-llama", model=None, k=[(1, None), (2, None)], replace=["skip"])
+    files = script.ggufs(script.exports(args, tmp_path), ["f16"], tmp_path, keep_checkpoints=False)
+    assert held == [[], []]
+    assert sorted(files) == ["intact f16", "k1-skip f16", "k2-skip f16"] and all(p.stat().st_size for p in
+                                                                                   files.values())
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["intact", "k1-skip", "k2-skip"]
+    assert not any((checkpoints / "k2-skip").iterdir())  # converted, deleted, kept as an empty marker
