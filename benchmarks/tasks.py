@@ -25,6 +25,10 @@ difference to intact in points with a 95 % bootstrap interval over the same prob
 evaluation (no ``results.json`` yet) is reported on the problems it has answered, against
 intact on those same problems. Then every two repaired configurations of a task, the later in
 ``--configs`` minus the earlier, paired on the problems both answered (``paired`` in the JSON).
+``--earlier RECORD`` pairs this run with an earlier one: a configuration with no answers under
+``--work`` takes its row from the record, provided intact, run here, passes exactly the problems it
+passed there (G-TransEval's answers quote the benchmark and are not kept in the repository, and a
+new machine starts with no ``runs/``).
 
     python benchmarks/tasks.py --configs intact,k6-linear,k6-skip --work runs/tasks
 """
@@ -102,6 +106,48 @@ def evaluate(model: str, name: str, task: str, work: Path, benchmark: Path | Non
     return out
 
 
+def row_of(task: str, name: str, passed: dict[str, bool], complete: bool, evaluation: str) -> dict:
+    k, replace = configuration(name)
+    return {"task": task, "config": name, "k": k, "replace": replace, "layers": EXPORTS.get(k, []),
+            "samples": len(passed), "complete": complete, "ca_percent": 100 * sum(passed.values()) / len(passed),
+            "evaluation": evaluation, "passed": passed}
+
+
+def answered_row(task: str, name: str, folder: Path) -> dict | None:
+    """The row of one evaluation folder, or None before its first answer."""
+    passed = {i: bool(v) for i, v in passed_by_id(folder).items()} if (folder / "samples.jsonl").exists() else {}
+    if not passed:
+        return None
+    complete = (folder / "results.json").exists()  # else a stopped run: its problems so far
+    row = row_of(task, name, passed, complete, str(folder))
+    if complete:
+        row["verdicts"] = json.loads((folder / "results.json").read_text())["metrics"]["verdicts"]
+    return row
+
+
+def earlier_rows(record: Path | None) -> dict[tuple[str, str], dict]:
+    """(task, configuration) → row of a record this script wrote before (``--earlier``)."""
+    if record is None:
+        return {}
+    rows = {}
+    for r in json.loads(record.read_text())["rows"]:
+        row = row_of(r["task"], r["config"], r["passed"], r["complete"], r["evaluation"]) | {"from_record": str(record)}
+        rows[r["task"], r["config"]] = row | ({"verdicts": r["verdicts"]} if "verdicts" in r else {})
+    return rows
+
+
+def reproduced(intact: dict[str, bool], earlier: dict | None, task: str) -> None:
+    """Earlier rows are paired with this machine's only if intact passes exactly the problems it
+    passed there (greedy decoding on the same preset is deterministic on a CPU)."""
+    if earlier is None:
+        return
+    differ = sorted(i for i in set(intact) | set(earlier["passed"]) if intact.get(i) != earlier["passed"].get(i))
+    if differ:
+        raise SystemExit(f"{task}: intact differs from {earlier['from_record']} on {len(differ)} problems "
+                         f"({', '.join(differ[:5])}{', ...' if len(differ) > 5 else ''}); its rows cannot be paired "
+                         "with this run: drop --earlier")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="qwen2.5-coder-0.5b")
@@ -112,7 +158,11 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "tasks")
     ap.add_argument("--collect-only", action="store_true", help="run nothing; tabulate what is there")
     ap.add_argument("--out", type=Path, default=ROOT / "reports" / "tasks.json")
+    ap.add_argument("--earlier", type=Path, help="a record this script wrote before: its rows stand in for "
+                    "configurations with no answers under --work (G-TransEval answers are not kept in the repository) "
+                    "when intact, run here, passes exactly what it passed there")
     args = ap.parse_args()
+    before = earlier_rows(args.earlier)
 
     names = [c for c in args.configs.split(",") if c]
     if names[0] != "intact":
@@ -125,20 +175,16 @@ def main() -> None:
     for task in tasks:
         intact = None
         for name in names:
-            folder = evaluate(args.model, name, task, args.work, args.benchmark, not args.collect_only)
-            answered = passed_by_id(folder) if (folder / "samples.jsonl").exists() else {}
-            passed = {i: bool(v) for i, v in answered.items()}
-            if not passed:
-                print(f"{task} {name}: not evaluated yet ({folder})")
+            row = before.get((task, name)) if name != "intact" else None
+            if row is None or (args.work / f"{task}-{name}" / "samples.jsonl").exists():
+                row = answered_row(task, name, evaluate(args.model, name, task, args.work, args.benchmark,
+                                                        not args.collect_only))
+            if row is None:
+                print(f"{task} {name}: not evaluated yet ({args.work / f'{task}-{name}'})")
                 continue
-            complete = (folder / "results.json").exists()  # else a stopped run: its problems so far
-            k, replace = configuration(name)
-            row = {"task": task, "config": name, "k": k, "replace": replace, "layers": EXPORTS.get(k, []),
-                   "samples": len(passed), "complete": complete,
-                   "ca_percent": 100 * sum(passed.values()) / len(passed), "evaluation": str(folder), "passed": passed}
-            if complete:
-                row["verdicts"] = json.loads((folder / "results.json").read_text())["metrics"]["verdicts"]
+            passed = row["passed"]
             if name == "intact":
+                reproduced(passed, before.get((task, "intact")), task)
                 intact = row
             elif intact is not None:
                 same = {i: intact["passed"][i] for i in passed}  # intact on the same problems
