@@ -85,10 +85,14 @@ def heldout_functions() -> str:
     return ",".join(p.id for p in HUMANEVAL.corpus() if split_of(p.name) == "heldout")
 
 
+def evaluation_folder(work: Path, task: str, name: str) -> Path:
+    return work / f"{task}-{name}"
+
+
 def evaluate(model: str, name: str, task: str, work: Path, benchmark: Path | None, run: bool) -> Path:
     """The evaluation folder of one configuration on one task (made when ``run``)."""
     k, replace = configuration(name)
-    out = work / f"{task}-{name}"
+    out = evaluation_folder(work, task, name)
     if not run or (out / "results.json").exists():
         return out
     target = model
@@ -115,7 +119,7 @@ def row_of(task: str, name: str, passed: dict[str, bool], complete: bool, evalua
 
 def answered_row(task: str, name: str, folder: Path) -> dict | None:
     """The row of one evaluation folder, or None before its first answer."""
-    passed = {i: bool(v) for i, v in passed_by_id(folder).items()} if (folder / "samples.jsonl").exists() else {}
+    passed = passed_by_id(folder) if (folder / "samples.jsonl").exists() else {}
     if not passed:
         return None
     complete = (folder / "results.json").exists()  # else a stopped run: its problems so far
@@ -175,12 +179,13 @@ def main() -> None:
     for task in tasks:
         intact = None
         for name in names:
+            folder = evaluation_folder(args.work, task, name)
             row = before.get((task, name)) if name != "intact" else None
-            if row is None or (args.work / f"{task}-{name}" / "samples.jsonl").exists():
+            if row is None or (folder / "samples.jsonl").exists():
                 row = answered_row(task, name, evaluate(args.model, name, task, args.work, args.benchmark,
                                                         not args.collect_only))
             if row is None:
-                print(f"{task} {name}: not evaluated yet ({args.work / f'{task}-{name}'})")
+                print(f"{task} {name}: not evaluated yet ({folder})")
                 continue
             passed = row["passed"]
             if name == "intact":
