@@ -165,9 +165,11 @@ def test_replicates_without_counted_tokens_are_left_out_not_zero():
 
 def test_cli_choices_mirror_the_library():
     """The CLI's enums are written out so that ``nose --help`` starts without importing torch."""
-    from nose.cli.common import Criterion
+    from nose.cli.common import REPLACE_KINDS, Criterion
+    from nose.replace import KINDS
 
     assert {c.value for c in Criterion} == set(CRITERIA)
+    assert list(REPLACE_KINDS) == list(KINDS)
 
 
 def test_criterion_settings_errors(tok, calib):

@@ -12,8 +12,22 @@ import typer
 from nose.errors import NoseError
 
 
-REPLACE_HELP = ("What stands in for a removed attention: skip (nothing), double (x again), thesis (2·LN1(x)) or "
-                "linear (x + W·LN1(x), W fitted in closed form); nose.replace lists them.")
+REPLACE_KINDS = {  # mirrors nose.replace.KINDS (a test checks), written out so --help needs no torch
+    "skip": "nothing (the block exports as a no-op)",
+    "double": "x again",
+    "thesis": "2·LN1(x), the thesis code's",
+    "linear": "W·LN1(x), W fitted in closed form",
+    "folded": "T·m, m the previous MLP's output, T fitted in closed form and folded into that MLP on export "
+              "(a no-op block every DeciLM engine serves)",
+}
+
+
+def replace_help(default: str) -> str:
+    """The ``--replace`` help every command shows: the replacements, then the command's default."""
+    kinds = "; ".join(f"{name}: {what}" for name, what in REPLACE_KINDS.items())
+    return f"What is added to the residual where an attention is removed. {kinds}. Default: {default}."
+
+
 DeprecatedModeOpt = Annotated[str | None, typer.Option(
     "--mode", hidden=True, help="Deprecated alias of --replace (one release); warns.")]
 

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from nose.cli.common import replace_help
 from nose.errors import NoseError
 
 TaskOpt = Annotated[str, typer.Option(help="java-python (G-TransEval: --benchmark is its clone), humaneval (the "
@@ -54,9 +55,7 @@ def prompt_and_generation(task, prompt_file: Path | None, system: str | None, ma
                            seed=seed, backend=backend)
     gen.validate()
     return prompt, gen
-ReplaceOpt = Annotated[str | None, typer.Option(
-    help="What replaces the dropped attention: skip (default), double, thesis, or linear (x + W·LN1(x), W fitted in "
-         "closed form on --fit-data).")]
+ReplaceOpt = Annotated[str | None, typer.Option(help=replace_help("skip"))]
 FitDataOpt = Annotated[str, typer.Option(help="Data the linear fit reads: auto (translate+complete for a model with a chat "
                                               "template, else stdlib), translate[:FILE], complete, translate+complete, stdlib, "
                                               "a file or a folder.")]

@@ -17,7 +17,7 @@ from typing import Annotated
 import typer
 
 from nose.cli.common import (Criterion, DeprecatedModeOpt, DeviceMapOpt, DeviceOpt, DtypeOpt, JsonOpt, ModelOpt, parse_layers,
-                             resolve_replace,
+                             replace_help, resolve_replace,
                              progress_bar, quiet_transformers, stderr_console, user_errors)
 from nose.errors import NoseError
 
@@ -45,11 +45,9 @@ def search(
              "reports/criteria.md), nose (transfer entropy, greedy, as published), nose-abs (|TE|), loss "
              "(LM-loss increase, greedy), cosine (attention-drop 1-cos, one shot), last (deepest first), "
              "random (seeded by --seed).")] = Criterion.kl,
-    replace: Annotated[str | None, typer.Option(
-        help="Replacement while scoring (greedy criteria): linear (h=x+W·LN1(x), W fitted per candidate on "
-             "the calibration rows: picks the layers the default repair restores best; the default for kl and "
-             "loss), skip (h=x; the default for nose and nose-abs, as published), double (h=2x), thesis "
-             "(h=x+2·LN1(x)), folded (T·m, m the previous MLP's output).")] = None,
+    replace: Annotated[str | None, typer.Option(help=replace_help(
+        "linear for kl and loss (each candidate fitted on the calibration rows, so the search picks the layers "
+        "the repair restores best), skip for the others (nose as published)"))] = None,
     mode: DeprecatedModeOpt = None,
     target: Annotated[str, typer.Option(help="NOSE's entropy features: final (after the last norm), logits, "
                                              "layer:N.")] = "final",

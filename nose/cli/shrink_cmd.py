@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from nose.cli.common import (DeviceMapOpt, DeviceOpt, DtypeOpt, DeprecatedModeOpt, JsonOpt, ModelOpt, parse_layers,
-                             resolve_replace,
+                             replace_help, resolve_replace,
                              progress_bar, quiet_transformers, stderr_console, user_errors)
 from nose.cli.eval_options import FitTargetOpt
 
@@ -30,10 +30,7 @@ def shrink(
     budget_methods: Annotated[Path | None, typer.Option(
         help="With --max-drop: a JSONL of Java methods (name, java) to test instead of the shipped held-out "
              "split.")] = None,
-    replace: Annotated[str | None, typer.Option(
-        help="linear (default): each removed attention becomes x + W·LN1(x), W fitted in closed form; skip: "
-             "removed (a no-op block); double: h = 2x (folded into later layers); thesis: x + 2·LN1(x) "
-             "(exported as linear with W = 2I).")] = None,
+    replace: Annotated[str | None, typer.Option(help=replace_help("linear"))] = None,
     mode: DeprecatedModeOpt = None,
     out: Annotated[Path, typer.Option(help="Checkpoint folder to write.")] = Path("runs/shrunk"),
     steps: Annotated[int, typer.Option(help="Healing steps (0: surgery, or the linear fit alone); 60 steps of 4 "
