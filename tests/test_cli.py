@@ -103,3 +103,28 @@ def test_resume_from_another_model_or_calibration(saved_tiny, tmp_path):
     assert (out / "search.json").read_text() == before
     res = invoke("--model", saved_tiny("llama"), "--out", tmp_path / "new", "--resume", *FAST)
     assert res.exit_code == 2 and "no search.json" in res.stderr
+
+
+def test_progress_prints_lines_where_stderr_is_a_log():
+    """A background run's log gets a line per task at most every every_s seconds and when it
+    completes (a terminal gets the live bar instead)."""
+    import io
+
+    from rich.console import Console
+
+    from nose.cli.common import progress_bar
+
+    log = io.StringIO()
+    with progress_bar(Console(file=log, width=200), every_s=3600) as progress:
+        task = progress.add_task("fit", total=3)
+        progress.advance(task)  # within the hour: no line
+        progress.update(task, advance=2)  # complete: one line
+        progress.advance(task, 0)  # nothing after the complete line
+    assert log.getvalue().splitlines() == ["fit: 3/3 (0 s)"]
+
+    log = io.StringIO()
+    with progress_bar(Console(file=log, width=200), every_s=0) as progress:
+        task = progress.add_task("files", total=None)
+        progress.update(task, completed=5)
+        progress.update(task, completed=7)
+    assert log.getvalue().splitlines() == ["files: 5 (0 s)", "files: 7 (0 s)"]

@@ -88,12 +88,45 @@ def stderr_console():
     return err, (lambda msg: err.print(msg, highlight=False))
 
 
-def progress_bar(console):
-    """The progress display every long command uses (on stderr, gone when done)."""
+def progress_bar(console, every_s: float = 60.0):
+    """The progress display every long command uses (on stderr, gone when done). Where stderr is
+    not a terminal (a background run's log) no bar is drawn, so each task prints a plain line at
+    most every ``every_s`` seconds and when it completes instead."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=console, transient=True)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    if console.is_terminal:
+        return Progress(*columns, console=console, transient=True)
+
+    class LoggedProgress(Progress):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.printed = {}  # task -> when its last line was printed; None once printed as complete
+
+        def add_task(self, *args, **kwargs):
+            task_id = super().add_task(*args, **kwargs)
+            self.printed[task_id] = self.get_time()
+            return task_id
+
+        def update(self, task_id, **kwargs):
+            super().update(task_id, **kwargs)
+            self._print(task_id)
+
+        def advance(self, task_id, advance=1):
+            super().advance(task_id, advance)
+            self._print(task_id)
+
+        def _print(self, task_id):
+            task, now = self._tasks[task_id], self.get_time()
+            last = self.printed.get(task_id)
+            if last is None or (now - last < every_s and not task.finished):
+                return  # already printed as complete, or printed less than every_s ago
+            self.printed[task_id] = None if task.finished else now
+            total = f"/{task.total:.0f}" if task.total is not None else ""
+            console.print(f"{task.description}: {task.completed:.0f}{total} ({task.elapsed or 0:.0f} s)",
+                          highlight=False)
+
+    return LoggedProgress(*columns, console=console, disable=True)  # no live display: the lines are the display
 
 
 def quiet_transformers() -> None:
