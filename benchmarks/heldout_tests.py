@@ -4,9 +4,9 @@ Each checkpoint (``label=folder``; the intact ``--model`` is always the first ro
 test method greedily with the evaluation's prompt (``nose.data.transcripts.answer_methods``;
 answers appended to ``--work/answers-<label>.jsonl`` by :mod:`nose.evaluate.heldout_tests`, so a stopped run resumes), and each answer
 runs, sandboxed, against tests made by running the Java (:mod:`nose.tasks.java_python.java_tests`; built
-once into ``--work/cases.json``). The test methods: the held-out split of the shipped corpus and
-every ``--extra-every``-th method of ``--extra`` (hand-written on-task methods that the default
-repair never fits on; every 2nd halves the generation time). Writes a JSON file (per row: CA,
+once into ``--work/cases.json``). The test methods: ``--methods`` or the project's held-out test
+methods (:func:`nose.evaluate.heldout_tests.heldout_methods`: the shipped corpus's held-out split
+and the methods written only for testing, 170; never fitted on). Writes a JSON file (per row: CA,
 kept share of the intact CA, the paired difference to the intact model with its 95 % bootstrap
 interval, and every method's pass or fail) and prints a markdown table.
 
@@ -25,23 +25,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from nose.evaluate.heldout_tests import cases_of, heldout_methods, passed_tests  # noqa: E402
-from nose.tasks.java_python.corpus import load_methods  # noqa: E402
 from nose.sandbox import require_isolation  # noqa: E402
 from nose.files import write_json_atomic  # noqa: E402
 from nose.model.loading import load_model  # noqa: E402
 from nose.report.sweep_report import paired_ca_difference  # noqa: E402
 
 
-def scored_methods(extra: Path, every: int):
-    return heldout_methods() + load_methods(extra)[::every]
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="qwen2.5-coder-0.5b", help="the intact model")
     ap.add_argument("--checkpoints", default="", help="comma-separated label=folder of exported checkpoints")
-    ap.add_argument("--extra", type=Path, default=ROOT / "benchmarks" / "more_java_methods.jsonl")
-    ap.add_argument("--extra-every", type=int, default=2)
+    ap.add_argument("--methods", type=Path, help="a JSONL of Java methods (name, java) instead of the held-out test methods")
     ap.add_argument("--inputs", type=int, default=10, help="argument sets drawn per method")
     ap.add_argument("--work", type=Path, required=True, help="folder for cases.json and the answers")
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
@@ -50,7 +44,7 @@ def main() -> None:
     args = ap.parse_args()
 
     isolation = require_isolation()
-    methods = scored_methods(args.extra, args.extra_every)
+    methods = heldout_methods(args.methods)
     t0 = time.perf_counter()
     cases, left_out = cases_of(methods, args.inputs, args.work / "cases.json", log=print)
     print(f"tests for {len(cases)} of {len(methods)} methods ({time.perf_counter() - t0:.0f} s)")

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from nose.cli.app import app
 from nose.errors import NoseError
-from nose.shrink.budget import Budget, choose_cut, kv_floor, largest_within, parse_share
+from nose.shrink.budget import Budget, allowance, choose_cut, kv_floor, largest_within, parse_share
 
 runner = CliRunner()
 
@@ -43,6 +43,13 @@ def test_a_drop_budget_records_every_score_and_says_when_no_cut_meets_it():
         choose_cut(order, 12, Budget(max_drop=0.05, kv_budget=0.75), lambda layers: accuracy[len(layers)], 0.60)
     with pytest.raises(NoseError, match="the intact model passes none of the held-out tests"):
         choose_cut(order, 12, Budget(max_drop=0.05), lambda layers: 0.0, 0.0)
+
+
+def test_the_allowance_says_when_one_answer_decides_the_budget():
+    small = allowance(0.05, 25, 39)
+    assert small.startswith("budget: --max-drop 5.0% lets the repaired model lose 1.25 of the 25 held-out tests")
+    assert "one answer decides" in small
+    assert "one answer decides" not in allowance(0.05, 108, 164)  # 5.4 tests
 
 
 def test_kv_floor_and_shares():

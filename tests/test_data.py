@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import nose.data.transcripts as transcripts
-from nose.tasks.java_python.corpus import SHIPPED, JavaMethod, load_methods
+from nose.tasks.java_python.corpus import SHIPPED, TEST_METHODS, JavaMethod, load_methods
 from nose.tasks.java_python.harvest import harvest, methods_in
 from nose.tasks.java_python.overlap import BLEU_THRESHOLD, bleu4, find_overlaps, java_tokens, max_bleu
 from nose.errors import NoseError
@@ -22,9 +22,9 @@ from nose.testing import tiny_loaded
 
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-# the shipped corpus, and the hand-written methods benchmarks/heldout_tests.py and the fit-data
+# the shipped corpus, the methods written only for testing, and the hand-written methods the fit-data
 # rounds of reports/repair.md read: all get the same checks
-CORPORA = [SHIPPED, BENCHMARKS / "extra_java_methods.jsonl", BENCHMARKS / "more_java_methods.jsonl"]
+CORPORA = [SHIPPED, TEST_METHODS, BENCHMARKS / "extra_java_methods.jsonl", BENCHMARKS / "more_java_methods.jsonl"]
 
 
 @pytest.fixture(scope="module", params=CORPORA, ids=lambda p: p.stem)
@@ -297,3 +297,16 @@ def test_complete_transcripts_answer_the_function_corpus_in_the_humaneval_prompt
     assert both == java + Path(view).read_text().splitlines() and java
     with pytest.raises(NoseError, match="held-out split"):
         transcripts.heldout_of("complete:heldout")
+
+
+def test_the_heldout_test_methods_are_never_fit_data():
+    """The budget's and benchmarks/heldout_tests.py's default methods: the shipped held-out split and
+    the test-only methods, none of which a training split (what --data translate fits on) holds."""
+    from nose.data.transcripts import split_of
+    from nose.evaluate.heldout_tests import heldout_methods
+
+    methods = heldout_methods()
+    shipped_heldout = [m for m in load_methods() if split_of(m.name) == "heldout"]
+    assert methods == shipped_heldout + load_methods(TEST_METHODS) and len(methods) == 170
+    train = {m.name for m in load_methods() if split_of(m.name) == "train"}
+    assert not train & {m.name for m in methods}

@@ -28,8 +28,8 @@ def shrink(
         help="With --search instead of --k: keep at most this share of the KV cache (e.g. 75%): removes at least "
              "ceil((1 - F) x attention layers); with --max-drop, the floor of its choice.")] = None,
     budget_methods: Annotated[Path | None, typer.Option(
-        help="With --max-drop: a JSONL of Java methods (name, java) to test instead of the shipped held-out "
-             "split.")] = None,
+        help="With --max-drop: a JSONL of Java methods (name, java) to test instead of the project's 170 "
+             "held-out test methods.")] = None,
     replace: Annotated[str | None, typer.Option(help=replace_help("linear"))] = None,
     mode: DeprecatedModeOpt = None,
     out: Annotated[Path, typer.Option(help="Checkpoint folder to write.")] = Path("runs/shrunk"),

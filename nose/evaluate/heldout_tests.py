@@ -14,17 +14,20 @@ from pathlib import Path
 
 from nose.data.transcripts import answer_methods, split_of
 from nose.model.presets import cache_root
-from nose.tasks.java_python.corpus import JavaMethod, load_methods, methods_sha256
+from nose.tasks.java_python.corpus import TEST_METHODS, JavaMethod, load_methods, methods_sha256
 from nose.tasks.java_python.java_tests import Case, build_cases, read_cases, score_answers, write_cases
 
 INPUTS_PER_METHOD = 10
 
 
 def heldout_methods(path: str | Path | None = None) -> list[JavaMethod]:
-    """The methods of a JSONL file, or by default the shipped corpus's held-out split (never fitted on)."""
+    """The methods of a JSONL file, or by default the project's test methods: the shipped corpus's
+    held-out split (41) and the 129 methods written only for testing (170; 164 get tests). Neither
+    is ever fitted on. The held-out split alone (39 tests) was too coarse for a budget: Qwen2.5-
+    Coder-0.5B passes 25, so one answer is 4 % of its accuracy (reports/budget.md)."""
     if path is not None:
         return load_methods(path)
-    return [m for m in load_methods() if split_of(m.name) == "heldout"]
+    return [m for m in load_methods() if split_of(m.name) == "heldout"] + load_methods(TEST_METHODS)
 
 
 def cases_of(methods: list[JavaMethod], inputs: int = INPUTS_PER_METHOD, path: Path | None = None,

@@ -20,6 +20,9 @@ from nose.errors import NoseError
 from nose.files import atomic_file, jsonl_records
 
 SHIPPED = Path(__file__).parent / "java_methods.jsonl"
+# Methods written only to be tested on (never translated into fit or healing data): with the shipped
+# corpus's held-out split, the project's held-out Java tests (nose.evaluate.heldout_tests).
+TEST_METHODS = Path(__file__).parent / "test_java_methods.jsonl"
 
 
 @dataclass(frozen=True)
