@@ -244,7 +244,7 @@ def test_cli_criterion(saved_tiny, tmp_path):
                                                    ("nose", "llama", "folded")])
 def test_fitted_replacements_equal_the_naive_oracle(criterion, family, kind, tok, calib):
     """--replace linear / folded: each candidate scored with its own map, fitted in the search's
-    state (folded: fed the previous layer's MLP output the prefix runner recorded)."""
+    state (folded: fed the previous layer's MLP activation the prefix runner recorded)."""
     lm = tiny_loaded(family, tok)
     fast = run_search(lm, calib, SearchConfig(steps=3, criterion=criterion, mode=kind, bootstrap=0))
     assert_equals_oracle(fast, naive_search(lm, calib, 3, mode=kind, criterion=criterion))

@@ -227,7 +227,7 @@ def test_folded_replacements_export_as_ordinary_no_op_checkpoints(family, tok, t
     beside double (whose folding scales the same down-projections) and linear layers."""
     lm = make(family, tok)
     g = torch.Generator().manual_seed(3)
-    folded = {k: Folded(0.05 * torch.randn(64, 64, generator=g)) for k in (2, 4)}
+    folded = {k: Folded(0.05 * torch.randn(64, 256, generator=g)) for k in (2, 4)}  # (hidden, intermediate)
     replacements = {1: Double(), **folded, 5: random_linear(64, 1)}
     ids = torch.randint(0, len(tok), (2, 9))
     with torch.no_grad(), attention_switched(lm.model, replacements):
@@ -246,7 +246,7 @@ def test_folded_replacements_export_as_ordinary_no_op_checkpoints(family, tok, t
     assert not any(k.startswith(("model.layers.2.self_attn", "model.layers.4.self_attn")) for k in saved)
     original = lm.model.state_dict()["model.layers.3.mlp.down_proj.weight"]  # layer 3 is after double at 1
     torch.testing.assert_close(saved["model.layers.3.mlp.down_proj.weight"],
-                               (torch.eye(64) + folded[4].linear_attn.weight.detach()) @ original / 2)
+                               (original + folded[4].linear_attn.weight.detach()) / 2)
     meta = json.loads((folder / "nose.json").read_text())
     assert meta["replacements"]["2"]["kind"] == "folded"
 
@@ -254,5 +254,5 @@ def test_folded_replacements_export_as_ordinary_no_op_checkpoints(family, tok, t
 def test_folding_into_layer_0_is_refused(tok):
     lm = make("llama", tok)
     with pytest.raises(NoseError, match="layer 0 has no previous MLP"):
-        with attention_switched(lm.model, {0: Folded(torch.zeros(64, 64))}):
+        with attention_switched(lm.model, {0: Folded(torch.zeros(64, 256))}):
             pass

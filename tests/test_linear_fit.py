@@ -15,13 +15,15 @@ from nose.testing import tiny_loaded
 def naive_pairs(lm, calib, layer, earlier: dict, heldout_every: int, previous_mlp: bool = False):
     """(LN1(x), Attn(LN1(x))) of ``layer`` for every real token, from full forwards with the
     earlier replacements switched in; split into fit rows and held-out rows. ``previous_mlp``:
-    the features are the previous layer's MLP output instead of LN1(x) (a folded replacement)."""
+    the features are the previous layer's MLP activation (its down-projection's input) instead of
+    LN1(x) (a folded replacement)."""
     decoder = lm.adapter.layers_of(lm.model)
     seen = {}
     h1 = decoder[layer].self_attn.register_forward_hook(
         lambda m, args, kwargs, out: seen.update(n=kwargs.get("hidden_states", args[0] if args else None), a=out[0]),
         with_kwargs=True)
-    h2 = decoder[layer - 1].mlp.register_forward_hook(lambda m, args, out: seen.update(m=out)) if previous_mlp else None
+    h2 = decoder[layer - 1].mlp.down_proj.register_forward_hook(
+        lambda m, args, out: seen.update(m=args[0])) if previous_mlp else None
     fit, held = ([], []), ([], [])
     try:
         with attention_switched(lm.model, earlier):
@@ -180,7 +182,7 @@ def test_fit_settings_are_checked(tok, calib):
 
 
 @pytest.mark.parametrize("family", ["llama", "qwen2"])
-def test_folded_fit_regresses_the_attention_on_the_previous_mlp_output(family, tok, calib):
+def test_folded_fit_regresses_the_attention_on_the_previous_mlp_activation(family, tok, calib):
     from nose.model.replacements import Folded
 
     lm = tiny_loaded(family, tok)
@@ -189,8 +191,26 @@ def test_folded_fit_regresses_the_attention_on_the_previous_mlp_output(family, t
     assert all(isinstance(r, Folded) for r in fitted.values())
     w2 = ridge(*naive_pairs(lm, calib, 2, {}, 1000, previous_mlp=True)[0], 1e-3)
     torch.testing.assert_close(fitted[2].linear_attn.weight.double(), w2, rtol=1e-4, atol=1e-5)
-    # layer 4 is fitted with layer 2's fold in place (fed its MLP output batch by batch)
+    # layer 4 is fitted with layer 2's fold in place (fed its MLP activation batch by batch)
     w4 = ridge(*naive_pairs(lm, calib, 4, {2: fitted[2]}, 1000, previous_mlp=True)[0], 1e-3)
     torch.testing.assert_close(fitted[4].linear_attn.weight.double(), w4, rtol=1e-4, atol=1e-5)
     with pytest.raises(NoseError, match="layer 0 has no previous MLP"):
         fit_linear(lm, [0, 2], calib, config, kind=Folded)
+
+
+def test_candidates_fitted_in_groups_equal_one_pass(tok, calib):
+    """fit_each bounds its float64 moments by fitting the candidates in groups (one forward per
+    group): the maps and errors do not depend on the grouping."""
+    from nose.model.replacements import Folded
+    from nose.replace.ridge import fit_each
+
+    lm = tiny_loaded("qwen2", tok)
+    config = FitConfig(batch_size=4, heldout_every=3)
+    state = {3: Folded(0.05 * torch.randn(64, lm.model.config.intermediate_size))}
+    one, e_one = fit_each(lm, [1, 2, 4, 5], calib, state, config, kind=Folded)
+    per_candidate = 16 * 128 * (128 + 64)  # bytes of one candidate's moments (intermediate 128, hidden 64)
+    grouped, e_grouped = fit_each(lm, [1, 2, 4, 5], calib, state, config, kind=Folded, moment_bytes=per_candidate)
+    assert e_one == pytest.approx(e_grouped, rel=1e-9)
+    for i in one:
+        assert one[i].linear_attn.weight.shape == (64, 128)
+        torch.testing.assert_close(grouped[i].linear_attn.weight, one[i].linear_attn.weight, rtol=1e-5, atol=1e-6)

@@ -63,7 +63,7 @@ def test_llamacpp_greedy_tokens_equal_transformers_on_skip_linear_folded_exports
 
     lm = _tiny(family, smol_tokenizer)
     g = torch.Generator().manual_seed(1)
-    removed = {1: Folded(0.05 * torch.randn(64, 64, generator=g)), 2: Skip(),
+    removed = {1: Folded(0.05 * torch.randn(64, 256, generator=g)), 2: Skip(),
                4: Linear(0.05 * torch.randn(64, 64, generator=g))}
     export = export_checkpoint(lm, removed, tmp_path / "export")
     gguf = write_gguf(export, tmp_path / "m.gguf", "f32")

@@ -17,8 +17,8 @@ REPLACE_KINDS = {  # mirrors nose.replace.KINDS (a test checks), written out so 
     "double": "x again",
     "thesis": "2·LN1(x), the thesis code's",
     "linear": "W·LN1(x), W fitted in closed form",
-    "folded": "T·m, m the previous MLP's output, T fitted in closed form and folded into that MLP on export "
-              "(a no-op block every DeciLM engine serves)",
+    "folded": "W·a, a the previous MLP's hidden activation, W fitted in closed form and folded into that MLP's "
+              "down-projection on export (a no-op block every DeciLM engine serves)",
 }
 
 

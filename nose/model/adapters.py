@@ -58,6 +58,13 @@ class FamilyAdapter:
         return backbone(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
                         use_cache=False).last_hidden_state
 
+    def on_mlp_hidden(self, layer: nn.Module, receive):
+        """Call ``receive(a)`` with a decoder layer's MLP hidden activation before each forward of
+        its down-projection (a: what ``down_proj`` multiplies, intermediate-sized). Returns the
+        hook's handle. What a ``folded`` replacement of the next layer reads."""
+        down = _get(layer, f"{self.mlp}.{self.mlp_out}")
+        return down.register_forward_pre_hook(lambda module, args: receive(args[0]))
+
     def logits_at(self, model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                   positions: torch.Tensor) -> torch.Tensor:
         """(K, V) next-token logits at the K true entries of ``positions`` (B, T): the backbone over

@@ -9,7 +9,7 @@ A decoder layer computes ``h = x + Attn(LN1(x))``. A removed attention becomes
 | :class:`Double` | x | as skip, after folding (``nose.shrink.export``) |
 | :class:`Thesis` | 2·LN1(x) | linear with W = 2I (what the thesis code ran; reproduction only) |
 | :class:`Linear` | W·LN1(x) | ``replace_with_linear``; input norm kept; ``self_attn.linear_attn.weight`` = W |
-| :class:`Folded` | T·m, m the previous layer's MLP output | ``no_op``; T folded: previous ``down_proj`` ← (I + T)·``down_proj`` |
+| :class:`Folded` | W·a, a the previous layer's MLP hidden activation | ``no_op``; W folded: previous ``down_proj`` ← ``down_proj`` + W |
 
 Every part reads these objects: the switches (:mod:`nose.model.switches`) call them, healing
 trains a Linear's W, efficiency counts their parameters (a linear map's multiply-accumulates per
@@ -17,7 +17,8 @@ token equal its parameter count), export writes their block, and the evaluation 
 :meth:`Replacement.describe`. None stores K/V.
 
 ``R`` receives ``LN1(x)`` (what the attention would have received), the layer input ``x`` (when
-it ``uses_input``) and the previous layer's MLP output (when it ``uses_previous_mlp``).
+it ``uses_input``) and the previous layer's MLP hidden activation, the input of its down-projection (when it
+``uses_previous_mlp``).
 """
 
 from __future__ import annotations
@@ -105,6 +106,11 @@ class FeatureLinear(Replacement):
         """What W multiplies (what the fit regresses on)."""
         return normed
 
+    @staticmethod
+    def feature_size(config) -> int:
+        """The length of :meth:`features` for a model of this (transformers) config."""
+        return config.hidden_size
+
     def forward(self, normed, x, previous_mlp=None):
         return self.linear_attn(self.features(normed, previous_mlp))
 
@@ -129,31 +135,36 @@ class Linear(FeatureLinear):
 
 
 class Folded(FeatureLinear):
-    """``T·m`` with m the previous layer's MLP output, T (hidden, hidden). Since the residual
-    stream after the previous layer is ``h + m``, adding ``T·m`` equals running that MLP with
-    its down-projection multiplied by ``(I + T)``: the export folds T there (and into its bias,
-    where a family has one) and writes this layer as a plain ``no_op`` block, so the checkpoint
-    holds only ordinary tensors and serves in any DeciLM engine (ReplaceMe's idea, per sublayer)."""
+    """``W·a`` with a the previous layer's MLP hidden activation (what its down-projection D
+    multiplies), W (hidden, intermediate). The residual stream after the previous layer is
+    ``h + D·a``; adding ``W·a`` equals running that MLP with ``D + W`` as its down-projection, so
+    the export folds W there and writes this layer as a plain ``no_op`` block: an ordinary
+    checkpoint every DeciLM engine serves, with no extra parameters or matmul. ReplaceMe
+    (mts-ai/ReplaceMe) folds a map ``T`` on the MLP's output (``D ← (I + T)·D``), for whole blocks;
+    that is the special case ``W = T·D``, and regressing on a (intermediate-sized) rather than
+    on ``D·a`` (hidden-sized) fits the attention better (reports/fold.md)."""
 
     kind = "folded"
     uses_previous_mlp = True
     folds_into_previous_mlp = True
 
-    def __init__(self, weight: torch.Tensor):
-        if weight.dim() != 2 or weight.shape[0] != weight.shape[1]:
-            raise NoseError(f"a folded replacement needs a square (hidden, hidden) matrix, got {tuple(weight.shape)}")
-        super().__init__(weight)
-
     @staticmethod
     def features(normed: torch.Tensor, previous_mlp: torch.Tensor | None = None) -> torch.Tensor:
         if previous_mlp is None:
-            raise RuntimeError("folded needs the previous layer's MLP output; the switch's hook did not run")
+            raise RuntimeError("folded needs the previous layer's MLP activation; the switch's hook did not run")
         return previous_mlp
 
-    def fold_matrix(self) -> torch.Tensor:
-        """``I + T``: what the previous layer's down-projection is multiplied by on export."""
-        t = self.linear_attn.weight.detach()
-        return torch.eye(t.shape[0], dtype=t.dtype, device=t.device) + t
+    @staticmethod
+    def feature_size(config) -> int:
+        return config.intermediate_size
+
+    def fold_into(self, down_proj: torch.Tensor) -> torch.Tensor:
+        """The previous layer's down-projection (hidden, intermediate) with W added."""
+        w = self.linear_attn.weight.detach().to(down_proj.device, down_proj.dtype)
+        if w.shape != down_proj.shape:
+            raise NoseError(f"a folded map of shape {tuple(w.shape)} does not fit a down-projection of shape "
+                            f"{tuple(down_proj.shape)}; fit it on this model")
+        return down_proj + w
 
     def describe(self) -> dict:
         w = self.linear_attn.weight.detach().to("cpu", torch.float32).contiguous()

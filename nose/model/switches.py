@@ -170,9 +170,8 @@ class AttentionSwitch:
                 if self.replacements[i].uses_previous_mlp:
                     if i == 0:
                         raise NoseError("layer 0 has no previous MLP to fold a replacement into; protect it")
-                    mlp = self._decoder_layers[i - 1].get_submodule(self.adapter.mlp)
-                    handles.append(mlp.register_forward_hook(
-                        lambda module, args, out, s=switched: setattr(s, "previous_mlp", out)))
+                    handles.append(self.adapter.on_mlp_hidden(
+                        self._decoder_layers[i - 1], lambda a, s=switched: setattr(s, "previous_mlp", a)))
                 setattr(parent, name, switched)
                 self._installed.append((parent, name, original, handles))
         except BaseException:

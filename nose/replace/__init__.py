@@ -11,7 +11,7 @@ here and a line in :data:`KINDS`.
 | ``double`` | x | no | ``no_op``, folded into later layers | yes |
 | ``thesis`` | 2·LN1(x) | no | ``replace_with_linear`` with W = 2I (reproduction of the thesis code) | yes |
 | ``linear`` | W·LN1(x), W by ridge least squares | yes | ``replace_with_linear`` | yes (each candidate fitted in the search's state) |
-| ``folded`` | T·m, m the previous layer's MLP output, T by ridge | yes | ``no_op``; T folded into that MLP's down-projection | yes (likewise) |
+| ``folded`` | W·a, a the previous layer's MLP activation, W by ridge | yes | ``no_op``; W added to that MLP's down-projection | yes (likewise) |
 
 The shared ridge machinery (float64 moments, ridge strength on held-out rows, sequential fits in
 depth order) is :mod:`nose.replace.ridge`; the ``nn.Module`` objects the switches call are in

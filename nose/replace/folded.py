@@ -1,11 +1,12 @@
-"""``folded``: the removed attention of layer l becomes ``T·m``, m the output of layer l−1's MLP
-(the last write to the residual stream before layer l reads it), T (hidden × hidden) fitted by
-the same ridge machinery as ``linear`` (sequential in depth order, ridge strength on held-out
-rows). Since ``h_l = h_{l−1} + (I + T)·m``, the export folds T exactly into layer l−1's MLP:
-``down_proj ← (I + T)·down_proj`` (and its bias), and layer l becomes a plain DeciLM ``no_op``
-block: an ordinary checkpoint every DeciLM engine serves, with no extra parameters or matmul.
-ReplaceMe (mts-ai/ReplaceMe) folds its map the same way, for whole blocks. Layer 0 has no
-previous MLP and cannot be folded."""
+"""``folded``: the removed attention of layer l becomes ``W·a``, a the hidden activation of layer
+l−1's MLP (what its down-projection D multiplies; the MLP's write is the last to the residual
+stream before layer l reads it), W (hidden × intermediate) fitted by the same ridge machinery as
+``linear`` (sequential in depth order, ridge strength on held-out rows). Since
+``h_l = h_{l−1} + (D + W)·a``, the export folds W exactly into layer l−1's down-projection and
+layer l becomes a plain DeciLM ``no_op`` block: an ordinary checkpoint every DeciLM engine serves,
+with no extra parameters or matmul. ReplaceMe (mts-ai/ReplaceMe) folds a map of the MLP's output
+(``D ← (I + T)·D``), the special case ``W = T·D``; reports/fold.md measures both. Layer 0
+has no previous MLP and cannot be folded."""
 
 from functools import partial
 
@@ -13,6 +14,6 @@ from nose.model.replacements import Folded
 from nose.replace.kind import Kind
 from nose.replace.ridge import fit_each, fit_linear
 
-KIND = Kind("folded", "T·m, m the previous layer's MLP output; T folded into that MLP on export", fitted=True,
+KIND = Kind("folded", "W·a, a the previous layer's MLP activation; W folded into that MLP on export", fitted=True,
             export="no_op", searchable=True, parameters=lambda hidden: 0,
             fit=partial(fit_linear, kind=Folded), fit_each=partial(fit_each, kind=Folded))

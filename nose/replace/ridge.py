@@ -99,12 +99,12 @@ class _Moments:
 
 def _layer_inputs(lm: LoadedModel, batch, keep, mlp_keep=()) -> tuple[dict[int, torch.Tensor], list[dict],
                                                                         dict[int, torch.Tensor]]:
-    """The inputs of the layers in ``keep``, every layer's keyword arguments and the MLP outputs
+    """The inputs of the layers in ``keep``, every layer's keyword arguments and the MLP hidden activations
     of the layers in ``mlp_keep`` for one batch, from one forward of the model as it is switched now."""
     layers = lm.adapter.layers_of(lm.model)
     kwargs: list[dict] = [{} for _ in layers]
     inputs: dict[int, torch.Tensor] = {}
-    mlp_out: dict[int, torch.Tensor] = {}
+    mlp_hidden: dict[int, torch.Tensor] = {}
 
     def record(i):
         def receive(x, kw):
@@ -114,18 +114,17 @@ def _layer_inputs(lm: LoadedModel, batch, keep, mlp_keep=()) -> tuple[dict[int, 
         return receive
 
     handles = [on_layer_input(layer, record(i)) for i, layer in enumerate(layers)]
-    handles += [layers[i].get_submodule(lm.adapter.mlp).register_forward_hook(
-        lambda module, args, out, i=i: mlp_out.__setitem__(i, out)) for i in mlp_keep]
+    handles += [lm.adapter.on_mlp_hidden(layers[i], lambda a, i=i: mlp_hidden.__setitem__(i, a)) for i in mlp_keep]
     try:
         lm.adapter.last_hidden(lm.model, batch.input_ids, batch.attention_mask)
     finally:
         for h in handles:
             h.remove()
-    return inputs, kwargs, mlp_out
+    return inputs, kwargs, mlp_hidden
 
 
 def _reads_previous_mlp(attention) -> bool:
-    """Whether a (switched) attention module's replacement needs the previous layer's MLP output."""
+    """Whether a (switched) attention module's replacement reads the previous layer's MLP activation."""
     return getattr(getattr(attention, "replacement", None), "uses_previous_mlp", False)
 
 
@@ -145,7 +144,7 @@ def fit_linear(lm: LoadedModel, layers: list[int], calib: CalibrationSet, config
     """Fitted linear replacements for ``layers`` and the fit report (see module docstring).
 
     ``kind``: the replacement class, linear in ``kind.features(LN1(x), m)`` (m: the previous
-    layer's MLP output on the repaired stream, for a kind that ``uses_previous_mlp``), built as
+    layer's MLP hidden activation on the repaired stream, for a kind that ``uses_previous_mlp``), built as
     ``kind(W)``: :class:`Linear`'s features are LN1(x), :class:`Folded`'s are m. Richer features
     were probed with it (experiments/mixing-replacement)."""
     config.validate()
@@ -163,7 +162,7 @@ def fit_linear(lm: LoadedModel, layers: list[int], calib: CalibrationSet, config
         batches.append((kwargs, batch.count_mask.bool().to(x.device), heldout))
         streams.append(x)
     intact = list(streams) if config.target == "stream" else None
-    mlp_out: list[torch.Tensor | None] = [None] * len(streams)  # the previous layer's MLP output, per batch
+    mlp_hidden: list[torch.Tensor | None] = [None] * len(streams)  # the previous layer's MLP activation, per batch
     fitted: dict[int, Linear] = {}
     report = {"config": asdict(config), "rows": calib.samples, "tokens": calib.counted_tokens, "layers": {}}
     task = progress.add_task("linear fit", total=max(layers) + 1) if progress else None
@@ -178,7 +177,7 @@ def fit_linear(lm: LoadedModel, layers: list[int], calib: CalibrationSet, config
                     target = attention(normed, **kwargs[j])[0]
                 else:
                     target = intact[k] + attention(norm(intact[k]), **kwargs[j])[0] - streams[k]
-                features = kind.features(normed, mlp_out[k])
+                features = kind.features(normed, mlp_hidden[k])
                 moments = moments or _Moments(features.shape[-1], hidden, features.device)
                 moments.add(features, target, counted, heldout)
             w, alpha, err = moments.solve(config.alphas)
@@ -192,19 +191,18 @@ def fit_linear(lm: LoadedModel, layers: list[int], calib: CalibrationSet, config
         # MLP's output (this fit's, or one a caller switched on) is handed it per batch
         capture = (kind.uses_previous_mlp and j + 1 in layers) or _reads_previous_mlp(lm.adapter.attention_of(decoder[j + 1]))
         captured: list[torch.Tensor] = []
-        hook = layer.get_submodule(lm.adapter.mlp).register_forward_hook(
-            lambda module, args, out: captured.append(out)) if capture else None
+        hook = lm.adapter.on_mlp_hidden(layer, captured.append) if capture else None
         try:
             with attention_switched(lm.model, {j: fitted[j]} if j in fitted else {}, adapter=lm.adapter):
                 switched = lm.adapter.attention_of(layer)
                 for k, (kwargs, _, _) in enumerate(batches):
                     if _reads_previous_mlp(switched):
-                        switched.previous_mlp = mlp_out[k]
+                        switched.previous_mlp = mlp_hidden[k]
                     streams[k] = first_output(layer(streams[k], **kwargs[j]))
         finally:
             if hook is not None:
                 hook.remove()
-        mlp_out = captured if capture else [None] * len(streams)
+        mlp_hidden = captured if capture else [None] * len(streams)
         if intact is not None:
             for k, (kwargs, _, _) in enumerate(batches):
                 intact[k] = first_output(layer(intact[k], **kwargs[j]))
@@ -213,8 +211,8 @@ def fit_linear(lm: LoadedModel, layers: list[int], calib: CalibrationSet, config
 
 @torch.no_grad()
 def fit_each(lm: LoadedModel, layers: list[int], calib: CalibrationSet, state: dict[int, Replacement] | None = None,
-             config: FitConfig = FitConfig(), kind: type[FeatureLinear] = Linear
-             ) -> tuple[dict[int, FeatureLinear], dict[int, float]]:
+             config: FitConfig = FitConfig(), kind: type[FeatureLinear] = Linear,
+             moment_bytes: int = 4 << 30) -> tuple[dict[int, FeatureLinear], dict[int, float]]:
     """A replacement for each of ``layers`` fitted alone, on the inputs it sees with ``state`` (a
     ``{layer: Replacement}`` dict) switched on and no other layer of ``layers`` replaced: what
     a greedy search scores candidate i with (``nose search --replace linear``). Returns the maps
@@ -222,29 +220,37 @@ def fit_each(lm: LoadedModel, layers: list[int], calib: CalibrationSet, state: d
 
     Every real token of ``calib`` counts (as in :func:`fit_linear`, whose rows count all tokens),
     whatever tokens the search's statistics count. One forward per batch records every layer's
-    input; memory: four hidden² float64 matrices per layer of ``layers``.
+    input. Memory: four float64 moment matrices (features², features × hidden) per candidate; the
+    candidates are fitted in groups whose moments fit in ``moment_bytes``, one forward per batch
+    and group (a folded map's features are the MLP's activation, 5.4× the hidden size for
+    Qwen2.5-Coder-0.5B: 0.45 GB per candidate, so about ten candidates a group).
     """
     config.validate()
     _check_foldable(kind, layers)
     decoder = lm.adapter.layers_of(lm.model)
     hidden = lm.model.config.hidden_size
-    keep = set(layers)
-    mlp_keep = {i - 1 for i in layers} if kind.uses_previous_mlp else set()
-    moments: dict[int, _Moments] = {}
-    with attention_switched(lm.model, state or {}, adapter=lm.adapter):
-        for start, batch in zip(range(0, calib.samples, config.batch_size), calib.batches(config.batch_size, "token")):
-            inputs, kwargs, mlp_out = _layer_inputs(lm, batch, keep, mlp_keep)
-            heldout = _heldout_rows(start, batch.size, config.heldout_every, "cpu")
-            real = batch.attention_mask.bool()
-            for i in layers:
-                x = inputs[i]
-                normed = lm.adapter.attn_norm_of(decoder[i])(x)
-                out = lm.adapter.attention_of(decoder[i])(normed, **kwargs[i])[0]
-                features = kind.features(normed, mlp_out.get(i - 1))
-                moments.setdefault(i, _Moments(features.shape[-1], hidden, x.device)).add(
-                    features, out, real.to(x.device), heldout.to(x.device))
+    features = kind.feature_size(lm.model.config)
+    per_group = max(1, moment_bytes // (16 * features * (features + hidden)))
     fitted, errors = {}, {}
-    for i in layers:
-        w, _, errors[i] = moments[i].solve(config.alphas)
-        fitted[i] = kind(w.to(lm.dtype))
+    with attention_switched(lm.model, state or {}, adapter=lm.adapter):
+        for g in range(0, len(layers), per_group):
+            group = layers[g:g + per_group]
+            keep = set(group)
+            mlp_keep = {i - 1 for i in group} if kind.uses_previous_mlp else set()
+            moments: dict[int, _Moments] = {}
+            for start, batch in zip(range(0, calib.samples, config.batch_size),
+                                    calib.batches(config.batch_size, "token")):
+                inputs, kwargs, mlp_hidden = _layer_inputs(lm, batch, keep, mlp_keep)
+                heldout = _heldout_rows(start, batch.size, config.heldout_every, "cpu")
+                real = batch.attention_mask.bool()
+                for i in group:
+                    x = inputs[i]
+                    normed = lm.adapter.attn_norm_of(decoder[i])(x)
+                    out = lm.adapter.attention_of(decoder[i])(normed, **kwargs[i])[0]
+                    phi = kind.features(normed, mlp_hidden.get(i - 1))
+                    moments.setdefault(i, _Moments(phi.shape[-1], hidden, x.device)).add(
+                        phi, out, real.to(x.device), heldout.to(x.device))
+            for i in group:
+                w, _, errors[i] = moments.pop(i).solve(config.alphas)
+                fitted[i] = kind(w.to(lm.dtype))
     return fitted, errors

@@ -166,7 +166,7 @@ def greedy_steps(lm: LoadedModel, calib: CalibrationSet, config: SearchConfig, t
         if progress:
             progress.update(task, description=f"step {step + 1}/{config.steps}: {len(remaining)} candidates")
         replacements, fit_errors = candidate_replacements(lm, calib, state, remaining, config)
-        runner.record_mlp_outputs = any(r.uses_previous_mlp for r in replacements.values())
+        runner.record_mlp_hidden = any(r.uses_previous_mlp for r in replacements.values())
         stats = score_step(lm, calib, state, replacements, config, target, runner,
                            advance=(lambda: progress.advance(task)) if progress else (lambda: None))
         entry = summarize_step(stats, config, step, target)

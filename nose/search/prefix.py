@@ -33,8 +33,8 @@ class PrefixRunner:
         self.head = adapter.head_of(model)
         self.last = target.last_layer(len(self.layers))
         self._inputs: list[tuple[torch.Tensor, dict]] = []
-        self._mlp_outputs: list[torch.Tensor] = []
-        self.record_mlp_outputs = False  # for candidates that read the previous MLP's output (folded)
+        self._mlp_hidden: list[torch.Tensor] = []
+        self.record_mlp_hidden = False  # for candidates that read the previous MLP's hidden activation (folded)
         self._positions: torch.Tensor | None = None
         self._reference_hidden: dict[int, torch.Tensor] = {}  # per batch index: see reference()
         self.layer_calls = 0  # decoder-layer forwards run, for the benchmark's accounting
@@ -69,12 +69,12 @@ class PrefixRunner:
         self._positions = batch.positions
         keep = self._inputs
 
-        self._mlp_outputs = []
+        self._mlp_hidden = []
         handles = [on_layer_input(layer, lambda x, kwargs: keep.append((x, kwargs)))
                    for layer in self.layers[: self.last + 1]]
-        if self.record_mlp_outputs:
-            handles += [layer.get_submodule(self.adapter.mlp).register_forward_hook(
-                lambda module, args, out: self._mlp_outputs.append(out)) for layer in self.layers[: self.last + 1]]
+        if self.record_mlp_hidden:
+            handles += [self.adapter.on_mlp_hidden(layer, self._mlp_hidden.append)
+                        for layer in self.layers[: self.last + 1]]
         try:
             hidden = self._backbone(batch)
         finally:
@@ -89,7 +89,7 @@ class PrefixRunner:
         hidden, _ = self._inputs[start]
         first = self.adapter.attention_of(self.layers[start])
         if getattr(getattr(first, "replacement", None), "uses_previous_mlp", False):  # its MLP does not run here
-            first.previous_mlp = self._mlp_outputs[start - 1]
+            first.previous_mlp = self._mlp_hidden[start - 1]
         for j in range(start, self.last + 1):
             hidden = first_output(self.layers[j](hidden, **self._inputs[j][1]))
         self.layer_calls += self.last + 1 - start

@@ -16,8 +16,8 @@
   ``attention_bias: true`` and a zero ``o_proj.bias`` (the layout has one switch for all four);
   tied embeddings stay tied; families the layout cannot express (per-head q/k norms, sliding
   windows) are refused.
-- ``folded`` (:class:`~nose.model.replacements.Folded`): layer i's block is ``no_op`` and layer
-  i−1's MLP down-projection (weight and bias) is multiplied by ``I + T``, exactly what T·m adds.
+- ``folded`` (:class:`~nose.model.replacements.Folded`): layer i's block is ``no_op`` and W is
+  added to layer i−1's MLP down-projection, exactly what W·a adds (a: that MLP's activation).
 - ``double`` is folded: every addition to the residual stream after a ``double`` layer
   (attention ``o_proj``, MLP ``down_proj``, a linear replacement's W) is divided by
   2^(number of ``double`` layers up to it), so the residual stream is the double model's divided
@@ -165,13 +165,11 @@ def export_state_dict(lm: LoadedModel, replacements: dict[int, Replacement]) -> 
                 t = scaled(t, scales[idx])
         out[name] = t
     for i, r in sorted(replacements.items()):
-        if r.folds_into_previous_mlp:  # h_i = h_{i-1} + (I + T)·m: the map joins layer i-1's down-projection
-            fold = r.fold_matrix().to("cpu", torch.float64)
-            mlp = f"{layers_path}.{i - 1}.{lm.adapter.mlp}.{lm.adapter.mlp_out}"
-            for key in (f"{mlp}.weight", f"{mlp}.bias"):
-                if key in out:
-                    # m and the stream carry the same double-fold scale at i-1 and i (i is not double)
-                    out[key] = (fold @ out[key].to(torch.float64)).to(out[key].dtype).contiguous()
+        if r.folds_into_previous_mlp:  # h_i = h_{i-1} + (D + W)·a: the map joins layer i-1's down-projection
+            key = f"{layers_path}.{i - 1}.{lm.adapter.mlp}.{lm.adapter.mlp_out}.weight"
+            # D was divided by layer i-1's double-fold scale above; W·a adds to the same stream
+            down = out[key].to(torch.float64)
+            out[key] = (r.fold_into(down * scales[i - 1]) / scales[i - 1]).to(out[key].dtype).contiguous()
         if r.exported_as_linear:
             w = r.export_weight(hidden).detach().to("cpu", next(iter(out.values())).dtype).contiguous()
             out[f"{layers_path}.{i}.{attention}.linear_attn.weight"] = scaled(w, scales[i])
