@@ -222,7 +222,7 @@ def test_exported_layer0_removal_decodes_incrementally(tok, tmp_path):
 
 @pytest.mark.parametrize("family", ["llama", "qwen2"])
 def test_folded_replacements_export_as_ordinary_no_op_checkpoints(family, tok, tmp_path):
-    """folded: the exported checkpoint has only no_op blocks and ordinary tensors (T joined the
+    """folded: the exported checkpoint has only no_op blocks and ordinary tensors (W joined the
     previous layer's down-projection) and computes what the switched model computes, also
     beside double (whose folding scales the same down-projections) and linear layers."""
     lm = make(family, tok)
