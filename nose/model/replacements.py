@@ -114,6 +114,10 @@ class FeatureLinear(Replacement):
     def forward(self, normed, x, previous_mlp=None):
         return self.linear_attn(self.features(normed, previous_mlp))
 
+    def describe(self) -> dict:
+        w = self.linear_attn.weight.detach().to("cpu", torch.float32).contiguous()
+        return {"kind": self.kind, "weight_sha256": hashlib.sha256(w.numpy().tobytes()).hexdigest()}
+
 
 class Linear(FeatureLinear):
     """``W·LN1(x)``, W (hidden, hidden) without bias; ``linear_attn`` is NVIDIA's tensor name."""
@@ -128,10 +132,6 @@ class Linear(FeatureLinear):
 
     def export_weight(self, hidden: int) -> torch.Tensor:
         return self.linear_attn.weight.detach()
-
-    def describe(self) -> dict:
-        w = self.linear_attn.weight.detach().to("cpu", torch.float32).contiguous()
-        return {"kind": self.kind, "weight_sha256": hashlib.sha256(w.numpy().tobytes()).hexdigest()}
 
 
 class Folded(FeatureLinear):
@@ -165,10 +165,6 @@ class Folded(FeatureLinear):
             raise NoseError(f"a folded map of shape {tuple(w.shape)} does not fit a down-projection of shape "
                             f"{tuple(down_proj.shape)}; fit it on this model")
         return down_proj + w
-
-    def describe(self) -> dict:
-        w = self.linear_attn.weight.detach().to("cpu", torch.float32).contiguous()
-        return {"kind": self.kind, "weight_sha256": hashlib.sha256(w.numpy().tobytes()).hexdigest()}
 
 
 FIXED = {"skip": Skip, "double": Double, "thesis": Thesis}  # replacements without learned weights (``--mode``)

@@ -143,9 +143,9 @@ def fit_linear(lm: LoadedModel, layers: list[int], calib: CalibrationSet, config
                progress=None, kind: type[FeatureLinear] = Linear) -> tuple[dict[int, FeatureLinear], dict]:
     """Fitted linear replacements for ``layers`` and the fit report (see module docstring).
 
-    ``kind``: the replacement class, linear in ``kind.features(LN1(x), m)`` (m: the previous
+    ``kind``: the replacement class, linear in ``kind.features(LN1(x), a)`` (a: the previous
     layer's MLP hidden activation on the repaired stream, for a kind that ``uses_previous_mlp``), built as
-    ``kind(W)``: :class:`Linear`'s features are LN1(x), :class:`Folded`'s are m. Richer features
+    ``kind(W)``: :class:`Linear`'s features are LN1(x), :class:`Folded`'s are a. Richer features
     were probed with it (experiments/mixing-replacement)."""
     config.validate()
     layers = check_layer_indices(layers, lm.num_layers, what="--layers")
@@ -188,7 +188,7 @@ def fit_linear(lm: LoadedModel, layers: list[int], calib: CalibrationSet, config
         if j == max(layers):  # nothing deeper is fitted: the streams need not go on
             break
         # the layers run one at a time over all batches, so a replacement that reads the previous
-        # MLP's output (this fit's, or one a caller switched on) is handed it per batch
+        # MLP's activation (this fit's, or one a caller switched on) is handed it per batch
         capture = (kind.uses_previous_mlp and j + 1 in layers) or _reads_previous_mlp(lm.adapter.attention_of(decoder[j + 1]))
         captured: list[torch.Tensor] = []
         hook = lm.adapter.on_mlp_hidden(layer, captured.append) if capture else None
@@ -223,7 +223,7 @@ def fit_each(lm: LoadedModel, layers: list[int], calib: CalibrationSet, state: d
     input. Memory: four float64 moment matrices (features², features × hidden) per candidate; the
     candidates are fitted in groups whose moments fit in ``moment_bytes``, one forward per batch
     and group (a folded map's features are the MLP's activation, 5.4× the hidden size for
-    Qwen2.5-Coder-0.5B: 0.45 GB per candidate, so about ten candidates a group).
+    Qwen2.5-Coder-0.5B: 0.45 GB per candidate, so nine candidates a group).
     """
     config.validate()
     _check_foldable(kind, layers)
