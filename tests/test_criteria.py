@@ -11,6 +11,7 @@ from nose.errors import NoseError
 from nose.data.calibration import build_calibration
 from nose.search.config import SearchConfig
 from nose.search.criteria import CRITERIA
+from nose.replace import ridge
 from nose.search.run import run_search
 from nose.testing import tiny_loaded
 
@@ -255,6 +256,20 @@ def test_fitted_replacements_equal_the_naive_oracle(criterion, family, kind, tok
         errors = step["fit_heldout_relative_error"]
         assert set(errors) == {str(c["layer"]) for c in step["candidates"]}
         assert all(0 <= e < 1.5 for e in errors.values())
+
+
+@pytest.mark.parametrize("moment_bytes", [None, 1])
+def test_reported_work_counts_every_decoder_layer_forward_of_the_fits(moment_bytes, tok, calib, monkeypatch):
+    """search_speed's accounting: the forwards of fit_each's candidate groups (one candidate a
+    group at moment_bytes = 1) are counted with the scoring's."""
+    if moment_bytes is not None:
+        monkeypatch.setattr(ridge, "MOMENT_BYTES", moment_bytes)
+    lm = tiny_loaded("qwen2", tok)
+    calls = []
+    for layer in lm.adapter.layers_of(lm.model):
+        layer.register_forward_pre_hook(lambda *_: calls.append(1))
+    fast = run_search(lm, calib, SearchConfig(steps=2, criterion="kl", mode="folded", bootstrap=0))
+    assert fast["work"]["layer_forwards"] == len(calls)
 
 
 def test_linear_mode_fits_every_token_while_counting_answers(tok, chat_file):

@@ -209,10 +209,22 @@ def fit_linear(lm: LoadedModel, layers: list[int], calib: CalibrationSet, config
     return fitted, report
 
 
+MOMENT_BYTES = 4 << 30  # fit_each's bound on the moments held at once
+
+
+def candidates_per_pass(model_config, kind: type[FeatureLinear], moment_bytes: int | None = None) -> int:
+    """How many candidates :func:`fit_each` fits from one forward per batch: as many as have their
+    four float64 moment matrices (features², features × hidden) within ``moment_bytes``
+    (default :data:`MOMENT_BYTES`)."""
+    moment_bytes = MOMENT_BYTES if moment_bytes is None else moment_bytes
+    features = kind.feature_size(model_config)
+    return max(1, moment_bytes // (16 * features * (features + model_config.hidden_size)))
+
+
 @torch.no_grad()
 def fit_each(lm: LoadedModel, layers: list[int], calib: CalibrationSet, state: dict[int, Replacement] | None = None,
              config: FitConfig = FitConfig(), kind: type[FeatureLinear] = Linear,
-             moment_bytes: int = 4 << 30) -> tuple[dict[int, FeatureLinear], dict[int, float]]:
+             moment_bytes: int | None = None) -> tuple[dict[int, FeatureLinear], dict[int, float]]:
     """A replacement for each of ``layers`` fitted alone, on the inputs it sees with ``state`` (a
     ``{layer: Replacement}`` dict) switched on and no other layer of ``layers`` replaced: what
     a greedy search scores candidate i with (``nose search --replace linear``). Returns the maps
@@ -221,7 +233,7 @@ def fit_each(lm: LoadedModel, layers: list[int], calib: CalibrationSet, state: d
     Every real token of ``calib`` counts (as in :func:`fit_linear`, whose rows count all tokens),
     whatever tokens the search's statistics count. One forward per batch records every layer's
     input. Memory: four float64 moment matrices (features², features × hidden) per candidate; the
-    candidates are fitted in groups whose moments fit in ``moment_bytes``, one forward per batch
+    candidates are fitted in groups whose moments fit in ``moment_bytes`` (:func:`candidates_per_pass`), one forward per batch
     and group (a folded map's features are the MLP's activation, 5.4× the hidden size for
     Qwen2.5-Coder-0.5B: 0.45 GB per candidate, so nine candidates a group).
     """
@@ -229,8 +241,7 @@ def fit_each(lm: LoadedModel, layers: list[int], calib: CalibrationSet, state: d
     _check_foldable(kind, layers)
     decoder = lm.adapter.layers_of(lm.model)
     hidden = lm.model.config.hidden_size
-    features = kind.feature_size(lm.model.config)
-    per_group = max(1, moment_bytes // (16 * features * (features + hidden)))
+    per_group = candidates_per_pass(lm.model.config, kind, moment_bytes)
     fitted, errors = {}, {}
     with attention_switched(lm.model, state or {}, adapter=lm.adapter):
         for g in range(0, len(layers), per_group):

@@ -53,7 +53,7 @@ from nose.search.prefix import PrefixRunner
 from nose.search.steps import bootstrap_weights, step_record
 from nose.search.target import Target, TargetHook
 from nose.replace import get as replacement
-from nose.replace.ridge import FitConfig
+from nose.replace.ridge import FitConfig, candidates_per_pass
 
 
 @dataclass
@@ -115,12 +115,15 @@ def _screen_scores(base, per: dict, criterion, where: str) -> dict[int, float] |
 
 
 def candidate_replacements(lm: LoadedModel, calib: CalibrationSet, state: dict[int, Replacement],
-                           candidates: list[int], config: SearchConfig) -> tuple[dict[int, Replacement], dict | None]:
-    """Each candidate's replacement in ``state``, and for a fitted one each fit's relative held-out error."""
+                           candidates: list[int], config: SearchConfig) -> tuple[dict[int, Replacement], dict | None, int]:
+    """Each candidate's replacement in ``state``; for a fitted one each fit's relative held-out error
+    and the full forwards per batch the fits ran (``fit_each`` fits its candidates in groups)."""
     kind = replacement(config.mode)
     if not kind.fitted:
-        return uniform(candidates, config.mode), None
-    return kind.fit_each(lm, candidates, calib, state, FitConfig(batch_size=config.batch_size))
+        return uniform(candidates, config.mode), None, 0
+    fitted, errors = kind.fit_each(lm, candidates, calib, state, FitConfig(batch_size=config.batch_size))
+    per_pass = candidates_per_pass(lm.model.config, type(fitted[candidates[0]]))
+    return fitted, errors, -(-len(candidates) // per_pass)
 
 
 def summarize_step(stats: StepStats, config: SearchConfig, step: int, target: Target) -> dict:
@@ -155,17 +158,18 @@ def greedy_steps(lm: LoadedModel, calib: CalibrationSet, config: SearchConfig, t
     runner = PrefixRunner(lm.model, lm.adapter, target)
     removed = list(removed)
     state: dict[int, Replacement] = {}
+    fit_passes = 0  # full forwards over every batch run by fits (the runner counts its own per batch)
     for i in removed:  # a resumed search: the maps its layers were scored with, refitted alike
-        state[i] = candidate_replacements(lm, calib, state, [i], config)[0][i]
-    # fitted: one fit per layer in state, each a forward over every batch (the runner counts per batch)
-    fitted = replacement(config.mode).fitted
-    fit_forwards_per_layer = lm.num_layers * calib.batch_count(config.batch_size) if fitted else 0
+        refit, _, passes = candidate_replacements(lm, calib, state, [i], config)
+        state[i] = refit[i]
+        fit_passes += passes
     for step in range(len(removed), config.steps):
         t0 = time.perf_counter()
         remaining = [i for i in candidates if i not in removed]
         if progress:
             progress.update(task, description=f"step {step + 1}/{config.steps}: {len(remaining)} candidates")
-        replacements, fit_errors = candidate_replacements(lm, calib, state, remaining, config)
+        replacements, fit_errors, passes = candidate_replacements(lm, calib, state, remaining, config)
+        fit_passes += passes
         runner.record_mlp_hidden = any(r.uses_previous_mlp for r in replacements.values())
         stats = score_step(lm, calib, state, replacements, config, target, runner,
                            advance=(lambda: progress.advance(task)) if progress else (lambda: None))
@@ -176,6 +180,6 @@ def greedy_steps(lm: LoadedModel, calib: CalibrationSet, config: SearchConfig, t
         entry["seconds"] = round(time.perf_counter() - t0, 3)
         removed.append(entry["selected"])
         state[entry["selected"]] = replacements[entry["selected"]]
-        work.update(layer_forwards=runner.layer_calls + len(state) * fit_forwards_per_layer,
+        work.update(layer_forwards=runner.layer_calls + fit_passes * lm.num_layers * calib.batch_count(config.batch_size),
                     head_forwards=runner.head_calls)
         yield entry
