@@ -165,7 +165,7 @@ def fit_linear(lm: LoadedModel, layers: list[int], calib: CalibrationSet, config
     mlp_hidden: list[torch.Tensor | None] = [None] * len(streams)  # the previous layer's MLP activation, per batch
     fitted: dict[int, Linear] = {}
     report = {"config": asdict(config), "rows": calib.samples, "tokens": calib.counted_tokens, "layers": {}}
-    task = progress.add_task("linear fit", total=max(layers) + 1) if progress else None
+    task = progress.add_task(f"{kind.kind} fit", total=max(layers) + 1) if progress else None
     for j in range(max(layers) + 1):
         layer = decoder[j]
         if j in layers:
