@@ -26,7 +26,7 @@ def test_shrink_with_healing_writes_a_loadable_checkpoint(model, tmp_path):
     assert summary["removed_attention"] == [2, 3] and summary["tokens"] > 0
     meta = json.loads((out / "nose.json").read_text())
     assert meta["healing"]["steps"] == 4 and meta["healing"]["loss"] == "kd"
-    assert meta["replace"] == "linear" and set(meta["fit_report"]["layers"]) == {"2", "3"}  # the default repair
+    assert meta["replace"] == "folded" and set(meta["fit_report"]["layers"]) == {"2", "3"}  # the default repair
     assert (out / "healing_curve.png").exists()
     search = runner.invoke(app, ["search", "--model", str(out), "--out", str(tmp_path / "s"), "--steps", "3",
                                  "--samples", "4", "--seq-len", "32", "--json"])

@@ -1,4 +1,4 @@
-"""``nose shrink``: remove chosen attention sublayers, repair (linear fit, healing), export."""
+"""``nose shrink``: remove chosen attention sublayers, repair (the replacement's fit, healing), export."""
 
 from __future__ import annotations
 
@@ -30,10 +30,10 @@ def shrink(
     budget_methods: Annotated[Path | None, typer.Option(
         help="With --max-drop: a JSONL of Java methods (name, java) to test instead of the project's 170 "
              "held-out test methods.")] = None,
-    replace: Annotated[str | None, typer.Option(help=replace_help("linear"))] = None,
+    replace: Annotated[str | None, typer.Option(help=replace_help("folded"))] = None,
     mode: DeprecatedModeOpt = None,
     out: Annotated[Path, typer.Option(help="Checkpoint folder to write.")] = Path("runs/shrunk"),
-    steps: Annotated[int, typer.Option(help="Healing steps (0: surgery, or the linear fit alone); 60 steps of 4 "
+    steps: Annotated[int, typer.Option(help="Healing steps (0: surgery, or the replacement's fit alone); 60 steps of 4 "
                                        "transcripts take about 30 minutes on 2 CPU cores for a 0.5B model.")] = 60,
     epochs: Annotated[int, typer.Option(help="Healing epochs (validation after each).")] = 1,
     schedule: Annotated[str, typer.Option(
@@ -56,9 +56,9 @@ def shrink(
     val_samples: Annotated[int, typer.Option(help="Validation rows (the held-out transcripts for translate).")] = 16,
     seq_len: Annotated[int | None, typer.Option(help="Tokens per healing row (default: 512 for transcripts, "
                                                        "128 for packed text).")] = None,
-    fit_samples: Annotated[int | None, typer.Option(help="Rows the linear fit reads (a quarter score the ridge "
-                                                         "strength); default: every training transcript for "
-                                                         "translate data, 64 rows of other data.")] = None,
+    fit_samples: Annotated[int | None, typer.Option(help="Rows the linear or folded fit reads (a quarter score "
+                                                         "the ridge strength); default: every training transcript "
+                                                         "for translate data, 64 rows of other data.")] = None,
     fit_seq_len: Annotated[int, typer.Option(help="Tokens per fit row at most.")] = 512,
     fit_target: FitTargetOpt = "attention",
     seed: Annotated[int, typer.Option(help="Data order seed.")] = 0,
@@ -72,7 +72,7 @@ def shrink(
     device_map: DeviceMapOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Remove attention sublayers, repair what is left (linear fit, annealed healing), export a DeciLM checkpoint."""
+    """Remove attention sublayers, repair what is left (fit, annealed healing), export a DeciLM checkpoint."""
     from nose.files import check_output_dir
     from nose.model.loading import load_model, resolve_model
     from nose.shrink.export import check_target
@@ -89,7 +89,7 @@ def shrink(
 
         check_gguf_target(gguf, gguf_type, overwrite)  # before any work
     check_target(out, overwrite, source=model if Path(model).exists() else None)  # a local model: before loading
-    replace = resolve_replace(replace, mode, "linear", log)
+    replace = resolve_replace(replace, mode, "folded", log)
     config = ShrinkConfig(
         layers=parse_layers(layers), search=str(search) if search else None, k=k, replace=replace,
         budget=Budget(parse_share(max_drop, "--max-drop"), parse_share(kv_budget, "--kv-budget"),

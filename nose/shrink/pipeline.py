@@ -43,8 +43,8 @@ class ShrinkConfig:
     search: str | None = None  # a search.json (or its folder)
     k: int | None = None  # with `search`: its first k layers; or a budget picks k (nose.shrink.budget)
     budget: Budget = field(default_factory=Budget)
-    replace: str = "linear"  # what stands in for each removed attention (nose.replace.KINDS); linear measured
-    # best (reports/repair.md)
+    replace: str = "folded"  # what stands in for each removed attention (nose.replace.KINDS); folded: closer to
+    # the intact model than linear on both held-out sets, and an export every DeciLM engine serves (reports/fold.md)
     data: str = "auto"  # healing and fit data: auto | translate[...] | complete[...] | a+b | stdlib | a file or folder
     text_field: str = "text"
     samples: int = 256  # healing rows
