@@ -6,16 +6,18 @@ One library call does what ``nose shrink`` does (the CLI only parses options and
 2. the data (``--data``): healing rows, validation rows (the held-out split for transcripts,
    else the last rows) and, for a fitted replacement, the fit rows; self-distilled transcripts
    are generated here, from the intact model, before anything changes it;
-3. the replacements (``replace``, a name of :data:`nose.replace.KINDS`): ``linear`` (the default)
-   makes each removed attention ``x + W·LN1(x)`` with W fitted in closed form
-   (:mod:`nose.replace.ridge`); ``skip``, ``double`` and ``thesis`` are parameter-free;
+3. the replacements (``replace``, a name of :data:`nose.replace.KINDS`): ``folded`` (the default)
+   makes each removed attention ``x + W·a``, a the previous layer's MLP activation, and ``linear``
+   ``x + W·LN1(x)``, W fitted in closed form (:mod:`nose.replace.ridge`); ``skip``, ``double``
+   and ``thesis`` are parameter-free;
 4. healing (:mod:`nose.shrink.healing`), optional: the annealed blend, KD to the intact model;
 5. the export (:mod:`nose.shrink.export`) with ``nose.json`` (provenance, fit report, healing
    settings and cost) and, when healed, ``healing.json`` and ``healing_curve.png``, all written
    before the folder is published.
 
-``data="auto"`` means the self-distilled transcripts (``translate``) for a model with a chat
-template (it can answer the task's prompt) and the Python standard library for others.
+``data="auto"`` means the self-distilled transcripts of both tasks (:data:`nose.data.transcripts.FIT_DATA`)
+for a model with a chat template (it can answer the tasks' prompts) and the Python standard
+library for others.
 """
 
 from __future__ import annotations
