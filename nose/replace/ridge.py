@@ -233,9 +233,10 @@ def fit_each(lm: LoadedModel, layers: list[int], calib: CalibrationSet, state: d
     Every real token of ``calib`` counts (as in :func:`fit_linear`, whose rows count all tokens),
     whatever tokens the search's statistics count. One forward per batch records every layer's
     input. Memory: four float64 moment matrices (features², features × hidden) per candidate; the
-    candidates are fitted in groups whose moments fit in ``moment_bytes`` (:func:`candidates_per_pass`), one forward per batch
-    and group (a folded map's features are the MLP's activation, 5.4× the hidden size for
-    Qwen2.5-Coder-0.5B: 0.45 GB per candidate, so nine candidates a group).
+    candidates are fitted in groups whose moments fit in ``moment_bytes``
+    (:func:`candidates_per_pass`), one forward per batch and group (a folded map's features are
+    the MLP's activation, 5.4× the hidden size for Qwen2.5-Coder-0.5B: 0.45 GB per candidate, so
+    nine candidates a group).
     """
     config.validate()
     _check_foldable(kind, layers)
