@@ -7,11 +7,18 @@ against skip / linear / folded exports, side by side in one run. Writes ``--repo
 
 Every export is a real one (``nose shrink --steps 0``; the linear and folded maps fitted on a
 few standard-library rows: speed does not depend on what the maps hold), converted by
-``nose gguf``. Each GGUF runs in its own ``llama-bench`` process (2 threads, f16 KV cache):
-prefill tokens/s of ``--prompt`` tokens, decode tokens/s of ``--gen`` tokens after a context of
-``--depth`` tokens, each the median of ``--reps`` runs; llama.cpp's own log gives the KV-cache
-size (bytes per token), the process's peak RSS is read from the kernel (its largest context).
-The models run one after another, round by round (``--rounds``), so drift hits all of them.
+``nose gguf``. Each GGUF runs in its own ``llama-bench`` processes (2 threads, f16 KV cache, one
+repetition a round): prefill tokens/s of ``--prompt`` tokens, decode tokens/s of ``--gen`` tokens
+after a context of ``--depth`` tokens; llama.cpp's own log gives the KV-cache size (bytes per
+token), the process's peak RSS is read from the kernel (its largest context). The models run one
+after another, round by round (``--rounds``), so drift hits all of them; the report gives the
+median of the rounds.
+
+``--one-prefill`` measures with llama.cpp's ``llama-batched-bench`` instead (built on first use):
+each ``--prompt`` length is prefilled once and timed, then ``--gen`` tokens are decoded at that
+depth and timed, where ``llama-bench`` prefills the context of a decode test again, untimed. The
+same two figures at half the work: at 8,192 tokens on two cores a 6.7B prefill takes half an
+hour.
 
 ``--shape opencodeinterpreter-6.7b`` measures random weights of that shape instead of a model
 (built and exported in bf16 straight from the config, the k deepest-but-one layers removed;
@@ -36,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.serving_speed import SHAPES  # noqa: E402
-from nose.engines.llamacpp import build  # noqa: E402
+from nose.engines.llamacpp import build, tool  # noqa: E402
 from nose.files import atomic_file  # noqa: E402
 from nose.provenance import cpu  # noqa: E402
 
@@ -168,11 +175,17 @@ def run_measured(argv: list[str], out, err, every: float = 0.05) -> tuple[int, i
 
 def bench(engine, gguf: Path, args, scratch: Path) -> dict:
     """One repetition of every test on ``gguf``: prefill and decode each in its own llama-bench
-    process (its peak RSS read from the kernel by :func:`run_measured`, its KV-cache size from llama.cpp's log)."""
-    common = [str(engine.bench), "-m", str(gguf), "-t", str(args.threads), "-r", "1", "-o", "json", "-v",
-              "--no-warmup", "-ctk", "f16", "-ctv", "f16"]
-    tests = [[*common, "-p", ",".join(map(str, args.prompt)), "-n", "0"],
-             [*common, "-p", "0", "-n", str(args.gen), "-d", ",".join(map(str, args.depth))]]
+    process, or both in one llama-batched-bench process (``--one-prefill``); peak RSS read from the
+    kernel by :func:`run_measured`, the KV-cache size from llama.cpp's log."""
+    if args.one_prefill:
+        tests = [[str(tool("llama-batched-bench")), "-m", str(gguf), "-t", str(args.threads), "-tb", str(args.threads),
+                  "-c", str(max(args.prompt) + args.gen), "-b", "2048", "-ub", "512", "-ctk", "f16", "-ctv", "f16",
+                  "-npp", ",".join(map(str, args.prompt)), "-ntg", str(args.gen), "-npl", "1", "--output-format", "jsonl", "-v"]]  # -v: the KV-cache line
+    else:
+        common = [str(engine.bench), "-m", str(gguf), "-t", str(args.threads), "-r", "1", "-o", "json", "-v",
+                  "--no-warmup", "-ctk", "f16", "-ctv", "f16"]
+        tests = [[*common, "-p", ",".join(map(str, args.prompt)), "-n", "0"],
+                 [*common, "-p", "0", "-n", str(args.gen), "-d", ",".join(map(str, args.depth))]]
     rows, kv, rss = [], {}, 0
     for argv in tests:
         with open(scratch / "stdout", "w+") as out, open(scratch / "stderr", "w+") as err:
@@ -181,7 +194,7 @@ def bench(engine, gguf: Path, args, scratch: Path) -> dict:
             stdout, stderr = out.read(), err.read()
         if code != 0:
             sys.exit(f"llama-bench failed on {gguf}: {stderr.strip()[-1500:]}")
-        rows += json.loads(stdout)
+        rows += batched_rows(stdout) if args.one_prefill else json.loads(stdout)
         for size, cells in KV_LINE.findall(stderr):
             kv[int(cells)] = float(size) * 2**20
         rss = max(rss, peak)
@@ -191,10 +204,25 @@ def bench(engine, gguf: Path, args, scratch: Path) -> dict:
             "kv_bytes_per_token": kv[cells] / cells if cells else None, "peak_rss": rss}
 
 
+def batched_rows(stdout: str) -> list[dict]:
+    """llama-batched-bench's JSONL lines as llama-bench rows: per prompt length, its prefill and the decode
+    after it (``samples_ns`` as llama-bench writes it)."""
+    rows = []
+    for line in stdout.splitlines():
+        if line.startswith("{"):
+            r = json.loads(line)
+            rows += [{"n_prompt": r["pp"], "n_gen": 0, "n_depth": 0, "samples_ns": [r["t_pp"] * 1e9]},
+                     {"n_prompt": 0, "n_gen": r["tg"], "n_depth": r["pp"], "samples_ns": [r["t_tg"] * 1e9]}]
+    if not rows:
+        sys.exit(f"llama-batched-bench printed no result: {stdout.strip()[-500:]}")
+    return rows
+
+
 def run_rounds(files: dict[str, Path], args, work: Path) -> list[dict]:
     """``--rounds`` rounds, each every GGUF in turn; resumes from ``work/rounds.json``."""
     engine = build()
     grid = f"p{','.join(map(str, args.prompt))}-d{','.join(map(str, args.depth))}-g{args.gen}-t{args.threads}"
+    grid += "-one-prefill" if args.one_prefill else ""
     path = work / f"rounds-{grid}.json"
     rounds: list[dict] = json.loads(path.read_text()) if path.exists() else []
     for r in range(args.rounds):
@@ -256,20 +284,27 @@ def main() -> None:
     parser.add_argument("--replace", type=lambda s: s.split(","), default=["skip", "linear", "folded"])
     parser.add_argument("--outtype", type=lambda s: s.split(","), default=["f16", "q8_0"])
     parser.add_argument("--prompt", type=lambda s: [int(x) for x in s.split(",")], default=[512, 2048, 8192])
-    parser.add_argument("--depth", type=lambda s: [int(x) for x in s.split(",")], default=[0, 512, 2048, 8192])
+    parser.add_argument("--depth", type=lambda s: [int(x) for x in s.split(",")], default=None,
+                        help="decode contexts (default 0,512,2048,8192; with --one-prefill: the --prompt lengths)")
+    parser.add_argument("--one-prefill", action="store_true",
+                        help="llama-batched-bench: decode at each prompt length after its timed prefill")
     parser.add_argument("--gen", type=int, default=32, help="decode tokens per measurement")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--work", type=Path, required=True, help="exports, GGUFs and raw timings (resumable)")
     parser.add_argument("--report", type=Path, required=True, help="writes REPORT.md and REPORT.json")
     args = parser.parse_args()
+    if args.one_prefill and args.depth is not None:
+        parser.error("--one-prefill decodes after each --prompt length: leave out --depth")
+    args.depth = args.prompt if args.one_prefill else args.depth or [0, 512, 2048, 8192]
     args.work.mkdir(parents=True, exist_ok=True)
     files = ggufs(exports(args, args.work), args.outtype, args.work, keep_checkpoints=not args.shape)
     same = same_graph(files)
     files = {name: path for name, path in files.items() if name not in same}
     rounds = run_rounds(files, args, args.work)
     summary = summarize(rounds, files)
-    engine_info = {"engine": "llama.cpp b11434 llama-bench", "threads": args.threads, "kv_cache": "f16",
+    program = "llama-batched-bench (one prefill per context)" if args.one_prefill else "llama-bench"
+    engine_info = {"engine": f"llama.cpp b11434 {program}", "threads": args.threads, "kv_cache": "f16",
                    "rounds": args.rounds, "cpu_cores": os.cpu_count(), "cpu": cpu()}
     args.report.parent.mkdir(parents=True, exist_ok=True)
     command = "python benchmarks/serving_llamacpp.py " + " ".join(sys.argv[1:])

@@ -95,3 +95,24 @@ def test_shape_exports_are_written_one_at_a_time(tmp_path, benchmark_script, mon
                                                                                    files.values())
     assert sorted(p.name for p in checkpoints.iterdir()) == ["intact", "k1-skip", "k2-skip"]
     assert not any((checkpoints / "k2-skip").iterdir())  # converted, deleted, kept as an empty marker
+
+
+def test_one_prefill_rows_are_the_prefill_and_the_decode_after_it(tmp_path, benchmark_script):
+    """llama-batched-bench's JSONL (the line it prints per prompt length) becomes a prefill row and a
+    decode-at-that-depth row, summarised like llama-bench's: pp2048 and tg16@2048."""
+    script = benchmark_script("serving_llamacpp")
+    line = ('{"n_kv_max": 8208, "n_batch": 2048, "n_ubatch": 512, "flash_attn": -1, "is_pp_shared": 0, '
+            '"n_gpu_layers": -1, "n_threads": 2, "n_threads_batch": 2, "pp": %d, "tg": 16, "pl": 1, "n_kv": %d, '
+            '"t_pp": %f, "speed_pp": 0, "t_tg": %f, "speed_tg": 0, "t": 0, "speed": 0}')
+    stdout = "main: n_kv_max = 8208\n" + line % (2048, 2064, 4.0, 2.0) + "\n" + line % (8192, 8208, 32.0, 4.0) + "\n"
+    rows = script.batched_rows(stdout)
+    assert [(r["n_prompt"], r["n_gen"], r["n_depth"]) for r in rows] == [
+        (2048, 0, 0), (0, 16, 2048), (8192, 0, 0), (0, 16, 8192)]
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"x")
+    run = {"rows": [{**r, "seconds": r["samples_ns"][0] / 1e9} for r in rows], "kv_bytes_per_token": 1, "peak_rss": 1}
+    tests = script.summarize([{"m": run}], {"m": gguf})["m"]["tests"]
+    assert {k: v["tokens_per_s"] for k, v in tests.items()} == {
+        "pp2048": 512.0, "tg16@2048": 8.0, "pp8192": 256.0, "tg16@8192": 4.0}
+    with pytest.raises(SystemExit, match="no result"):
+        script.batched_rows("error: failed to load\n")

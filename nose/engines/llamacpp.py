@@ -8,6 +8,8 @@ Running needs a build: no prebuilt llama.cpp on PyPI runs on these machines (gli
 docs/decisions.md, "llama.cpp"), so :func:`build` compiles the library, ``llama-bench`` and
 nose's own small driver (``greedy.c``) once per machine (about 15 minutes on two cores), tuned
 to the CPU it runs on, and keeps them in the cache under a key of that CPU and compiler.
+:func:`tool` builds one more of llama.cpp's programs there on first use (the serving benchmark's
+``llama-batched-bench``), so that the tests' build stays what it is.
 """
 
 from __future__ import annotations
@@ -107,37 +109,63 @@ def _run(cmd: list[str], cwd: Path, what: str) -> None:
         raise NoseError(f"building llama.cpp failed at {what}:\n{tail}")
 
 
+def _cmake(src: Path, work: Path, targets: list[str]) -> None:
+    """Configure llama.cpp's tree into ``work`` (static, native, no network code) and build ``targets``."""
+    for program in ("cmake", "cc", "c++"):
+        if shutil.which(program) is None:
+            raise NoseError(f"building llama.cpp needs {program}; install it (Debian: apt install cmake build-essential)")
+    shutil.rmtree(work, ignore_errors=True)
+    _run(["cmake", "-S", str(src), "-B", str(work), "-DCMAKE_BUILD_TYPE=Release", "-DBUILD_SHARED_LIBS=OFF",
+          "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_SERVER=OFF",
+          "-DLLAMA_BUILD_APP=OFF", "-DLLAMA_BUILD_TOOLS=ON", "-DLLAMA_OPENSSL=OFF", "-DLLAMA_CURL=OFF"],
+         home(), "cmake configure")
+    _run(["cmake", "--build", str(work), "-j", str(os.cpu_count() or 2), "--target", *targets], home(), "cmake build")
+
+
+def _program(work: Path, name: str) -> Path:
+    return next(p for p in work.rglob(name) if p.is_file() and os.access(p, os.X_OK))
+
+
 def build(log=print) -> Build:
     """llama.cpp's library, ``llama-bench`` and nose's greedy driver for this machine, built once."""
     result = Build(home() / f"bin-{machine_key()}")
     if result.greedy.exists() and result.bench.exists():
         return result
     src = source(log)
-    for tool in ("cmake", "cc", "c++"):
-        if shutil.which(tool) is None:
-            raise NoseError(f"building llama.cpp needs {tool}; install it (Debian: apt install cmake build-essential)")
     with _locked("build"):
         if result.greedy.exists() and result.bench.exists():
             return result
-        jobs = str(os.cpu_count() or 2)
         log(f"building llama.cpp {BUILD} once for this machine into {result.folder} "
             f"(about 15 minutes on two cores)")
         work = home() / "build"
-        shutil.rmtree(work, ignore_errors=True)
-        _run(["cmake", "-S", str(src), "-B", str(work), "-DCMAKE_BUILD_TYPE=Release", "-DBUILD_SHARED_LIBS=OFF",
-              "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_SERVER=OFF",
-              "-DLLAMA_BUILD_APP=OFF", "-DLLAMA_BUILD_TOOLS=ON", "-DLLAMA_OPENSSL=OFF", "-DLLAMA_CURL=OFF"],
-             home(), "cmake configure")
-        _run(["cmake", "--build", str(work), "-j", jobs, "--target", "llama", "llama-bench"], home(), "cmake build")
+        _cmake(src, work, ["llama", "llama-bench"])
         staging = Path(tempfile.mkdtemp(dir=home(), prefix=".bin-"))
         libs = [next(work.rglob(name)) for name in ("libllama.a", "libggml.a", "libggml-cpu.a", "libggml-base.a")]
         _run(["c++", "-O2", "-x", "c", str(DRIVER), "-x", "none", f"-I{src / 'include'}", f"-I{src / 'ggml/include'}",
               "-o", str(staging / "nose-greedy"), "-Wl,--start-group", *map(str, libs), "-Wl,--end-group",
               "-fopenmp", "-lm", "-lpthread"], home(), "nose-greedy")
-        shutil.copy2(next(p for p in work.rglob("llama-bench") if p.is_file() and os.access(p, os.X_OK)), staging)
+        shutil.copy2(_program(work, "llama-bench"), staging)
         os.replace(staging, result.folder)
         shutil.rmtree(work, ignore_errors=True)
     return result
+
+
+def tool(name: str, log=print) -> Path:
+    """One more of llama.cpp's programs (a CMake target of its tree, e.g. ``llama-batched-bench``), built on
+    first use into the folder of :func:`build` (about 10 minutes on two cores)."""
+    folder = build(log).folder
+    if (folder / name).exists():
+        return folder / name
+    with _locked("build"):
+        if not (folder / name).exists():
+            log(f"building llama.cpp {BUILD}'s {name} once for this machine (about 10 minutes on two cores)")
+            work = home() / f"build-{name}"
+            _cmake(source(log), work, [name])
+            staged = folder / f".{name}.tmp-{os.getpid()}"
+            shutil.copy2(_program(work, name), staged)
+            os.replace(staged, folder / name)
+            shutil.rmtree(work, ignore_errors=True)
+    return folder / name
 
 
 def greedy_tokens(gguf: Path, prompts: list[str], n_predict: int, kv: str = "f32", threads: int = 2,
