@@ -193,7 +193,7 @@ def bench(engine, gguf: Path, args, scratch: Path) -> dict:
             out.seek(0), err.seek(0)
             stdout, stderr = out.read(), err.read()
         if code != 0:
-            sys.exit(f"llama-bench failed on {gguf}: {stderr.strip()[-1500:]}")
+            sys.exit(f"{Path(argv[0]).name} failed on {gguf}: {stderr.strip()[-1500:]}")
         rows += batched_rows(stdout) if args.one_prefill else json.loads(stdout)
         for size, cells in KV_LINE.findall(stderr):
             kv[int(cells)] = float(size) * 2**20
