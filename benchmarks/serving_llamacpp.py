@@ -219,7 +219,10 @@ def batched_rows(stdout: str) -> list[dict]:
 
 
 def run_rounds(files: dict[str, Path], args, work: Path) -> list[dict]:
-    """``--rounds`` rounds, each every GGUF in turn; resumes from ``work/rounds.json``."""
+    """``--rounds`` rounds, each every GGUF in turn; resumes from ``work/rounds-<grid>.json``.
+
+    A run stopped in a later round is summarized from its first ``--rounds`` rounds: rerun it
+    with ``--rounds`` set to the number of rounds that completed."""
     engine = build()
     grid = f"p{','.join(map(str, args.prompt))}-d{','.join(map(str, args.depth))}-g{args.gen}-t{args.threads}"
     grid += "-one-prefill" if args.one_prefill else ""
@@ -234,7 +237,7 @@ def run_rounds(files: dict[str, Path], args, work: Path) -> list[dict]:
                 rounds[r][name] = bench(engine, gguf, args, work)
                 with atomic_file(path) as f:
                     f.write(json.dumps(rounds, indent=1))
-    return rounds
+    return rounds[:args.rounds]
 
 
 def summarize(rounds: list[dict], files: dict[str, Path]) -> dict:

@@ -116,3 +116,19 @@ def test_one_prefill_rows_are_the_prefill_and_the_decode_after_it(tmp_path, benc
         "pp2048": 512.0, "tg16@2048": 8.0, "pp8192": 256.0, "tg16@8192": 4.0}
     with pytest.raises(SystemExit, match="no result"):
         script.batched_rows("error: failed to load\n")
+
+
+def test_a_stopped_run_is_summarized_from_its_complete_rounds(tmp_path, benchmark_script, monkeypatch):
+    """A run stopped inside round 3 resumes with ``--rounds 2`` as a finished two-round run: the
+    partial round is kept on disk for a later ``--rounds 3`` and left out of the summary."""
+    import argparse
+
+    script = benchmark_script("serving_llamacpp")
+    monkeypatch.setattr(script, "build", lambda: "engine")
+    monkeypatch.setattr(script, "bench", lambda *a: pytest.fail("a complete round was measured again"))
+    args = argparse.Namespace(prompt=[2048], depth=[2048], gen=16, threads=2, one_prefill=True, rounds=2)
+    path = tmp_path / "rounds-p2048-d2048-g16-t2-one-prefill.json"
+    done = [{"a": {"r": 1}, "b": {"r": 1}}, {"a": {"r": 2}, "b": {"r": 2}}, {"a": {"r": 3}}]
+    path.write_text(json.dumps(done))
+    assert script.run_rounds({"a": None, "b": None}, args, tmp_path) == done[:2]
+    assert json.loads(path.read_text()) == done
