@@ -299,3 +299,11 @@ def test_linear_mode_needs_a_greedy_criterion(tok, calib):
     result = runner.invoke(app, ["search", "--replace", "bogus"])
     assert result.exit_code == 2 and "unknown --replace 'bogus'; choose one of skip, double, thesis, linear" \
         in result.stderr
+
+
+def test_a_bad_option_is_named_before_an_existing_output(tmp_path):
+    """After the README's first command the default output folder holds a search: a bad option is still
+    the error a user sees, not 'search.json exists'."""
+    (tmp_path / "search.json").write_text("{}")
+    result = runner.invoke(app, ["search", "--replace", "bogus", "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "unknown --replace 'bogus'" in result.stderr

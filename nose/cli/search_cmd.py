@@ -92,6 +92,10 @@ def search(
     from nose.search.run import run_search
 
     err, log = stderr_console()
+    replace = resolve_replace(replace, mode, DEFAULT_REPLACE.get(criterion.value, "skip"), log)  # the options first
+    config = SearchConfig(steps=steps, criterion=criterion.value, mode=replace, target=target, protect=parse_layers(protect),
+                          protect_layer0=not allow_layer0, seed=seed, bootstrap=bootstrap, batch_size=batch_size,
+                          screen=DEFAULT_SCREEN.get(criterion.value, 0) if screen is None else screen)
     out = out or _default_out(model)
     check_output_dir(out)
     existing = out / FILENAME
@@ -100,10 +104,6 @@ def search(
     if existing.exists() and not (resume or overwrite):
         raise NoseError(f"{existing} exists; pass --resume to continue it or --overwrite to start over")
     previous = read_record(existing) if resume else None
-    replace = resolve_replace(replace, mode, DEFAULT_REPLACE.get(criterion.value, "skip"), log)
-    config = SearchConfig(steps=steps, criterion=criterion.value, mode=replace, target=target, protect=parse_layers(protect),
-                          protect_layer0=not allow_layer0, seed=seed, bootstrap=bootstrap, batch_size=batch_size,
-                          screen=DEFAULT_SCREEN.get(criterion.value, 0) if screen is None else screen)
 
     quiet_transformers()
     ref = resolve_model(model, log=log)  # config only: bad settings fail before weights load
