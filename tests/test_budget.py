@@ -85,6 +85,8 @@ def test_cli_kv_budget_picks_the_cut_and_records_it(searched, tmp_path):
     meta = json.loads((tmp_path / "kv" / "nose.json").read_text())
     assert meta["removed_attention"] == sorted(order[:2]) and meta["k"] == 2  # ceil(0.3 x 6) = 2 of 6 layers
     assert meta["budget"]["kv_budget"] == pytest.approx(0.7) and meta["budget"]["kv_kept"] == pytest.approx(4 / 6)
+    assert meta["search_replace"] == "linear"  # the search's default: the order assumes the repair
+    assert "the search scored its order under --replace linear; with --replace skip" in res.stderr
     bad = runner.invoke(app, [*common, "--kv-budget", "30%", "--out", str(tmp_path / "never")])
     assert bad.exit_code == 2 and "--kv-budget 30% needs 5 of the 6 attention layers removed" in bad.stderr
     assert not (tmp_path / "never").exists()
