@@ -79,7 +79,7 @@ def shrink(
     from nose.shrink.healing import HealConfig
     from nose.replace.ridge import FitConfig
     from nose.shrink.budget import Budget, parse_share
-    from nose.shrink.pipeline import ShrinkConfig, choose_layers, unrepaired_warning
+    from nose.shrink.pipeline import ShrinkConfig, choose_layers
     from nose.shrink.pipeline import shrink as run_shrink
 
     err, log = stderr_console()
@@ -105,9 +105,7 @@ def shrink(
     quiet_transformers()
     ref = resolve_model(model, log=log)
     check_target(out, overwrite, source=ref.source.get("path"))
-    _, chosen_by = choose_layers(config, ref.weights_sha256, ref.num_layers)  # bad layers fail before the weights load
-    if warning := unrepaired_warning(chosen_by, config.replace):
-        log(warning)
+    choose_layers(config, ref.weights_sha256, ref.num_layers)  # bad layers fail before the weights load
     lm = load_model(ref, dtype=dtype, device=device, device_map=device_map, log=log)
     with progress_bar(err) as progress:
         summary = run_shrink(lm, config, out, overwrite=overwrite, resume=resume, save_every=save_every,

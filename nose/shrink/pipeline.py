@@ -96,8 +96,8 @@ def unrepaired_warning(provenance: dict, replace: str) -> str | None:
     """A warning when a search scored its order under a fitted replacement and the cut puts nothing
     in its place: such an order removes layers only the repair makes removable (reports/tasks.md:
     the README's k = 8 set keeps 7 % of intact switched off, 92 % repaired)."""
-    searched = provenance.get("search_replace")
-    if searched not in KINDS or not KINDS[searched].fitted or KINDS[replace].fitted:
+    searched = provenance.get("search_replace")  # older records may name a retired mode: no warning
+    if searched not in KINDS or not KINDS[searched].fitted or replacement(replace).fitted:
         return None
     return (f"warning: the search scored its order under --replace {searched}; with --replace {replace} nothing "
             f"stands in for the removed attention and the model may break: use --replace {searched} or folded")
@@ -192,6 +192,8 @@ def shrink(lm: LoadedModel, config: ShrinkConfig, out: Path, overwrite: bool = F
     out = Path(out)
     check_target(out, overwrite, source=lm.source.get("path"))
     removed, provenance = choose_layers(config, lm.weights_sha256, lm.num_layers)
+    if warning := unrepaired_warning(provenance, config.replace):
+        log(warning)
     check_exportable(lm, dict.fromkeys(removed))
     state = out.parent / f".{out.name}.healing-state.pt"
     if resume and not state.exists():  # before the data and the fit, not after them
